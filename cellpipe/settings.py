@@ -1,0 +1,133 @@
+"""One settings object for cellpipe, resolved from three layers.
+
+Precedence, lowest to highest:
+
+1. the ``[cellpipe]`` section of ``luigi.cfg`` (the file named by ``LUIGI_CONFIG_PATH``,
+   else ``./luigi.cfg``),
+2. environment variables ``CELLPIPE_<FIELD>`` (for example ``CELLPIPE_DB_URL``),
+3. explicit overrides, usually CLI flags (``--db``, ``--model``, ...).
+
+Every field, its default and its meaning are listed in :class:`Settings`; nothing else
+in cellpipe reads ``os.environ`` for its own configuration.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import platformdirs
+
+APP_NAME = "cellpipe"
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data directory where the default SQLite database lives."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_db_url() -> str:
+    """Return the SQLite URL of the default database in the user's data directory."""
+    return f"sqlite:///{default_data_dir() / 'cellpipe.sqlite'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """cellpipe's configuration.
+
+    Attributes
+    ----------
+    db_url : str
+        SQLAlchemy URL of the cell database. Default: a SQLite file in the user's data
+        directory. PostgreSQL: ``postgresql+psycopg://user@host/dbname``.
+    model : str
+        Path of the U-Net model (``.keras``) used for edge prediction; empty means the
+        model shipped with cellpipe.
+    input : str
+        Where the nightly batch finds images: a folder or ``az://container/prefix``.
+    output : str
+        Where label images, overlays and per-cell CSVs go; empty means next to the
+        database in the data directory.
+    invert : str
+        ``"auto"``, ``"true"`` or ``"false"``: whether to invert the gray image so that
+        cell walls are dark before prediction.
+    edge_threshold : float
+        Edge probability above which a pixel is a cell wall when binarising.
+    min_area : int
+        Cells smaller than this many pixels are dropped.
+    """
+
+    db_url: str = ""
+    model: str = ""
+    input: str = ""
+    output: str = ""
+    invert: str = "auto"
+    edge_threshold: float = 0.5
+    min_area: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.db_url:
+            object.__setattr__(self, "db_url", default_db_url())
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        config_path: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Settings":
+        """Return the settings resolved from luigi.cfg, the environment and ``overrides``.
+
+        ``None`` values in ``overrides`` mean "not given" and do not override.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        values.update(_read_config_section(config_path, environ))
+        for field in fields(cls):
+            env_name = f"CELLPIPE_{field.name.upper()}"
+            if env_name in environ:
+                values[field.name] = environ[env_name]
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls(**_coerce(values))
+
+    def replace(self, **changes: Any) -> "Settings":
+        """Return a copy with ``changes`` applied (``None`` values ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _read_config_section(
+    config_path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> dict[str, str]:
+    path = Path(config_path or environ.get("LUIGI_CONFIG_PATH") or "luigi.cfg")
+    if not path.is_file():
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    if not parser.has_section(APP_NAME):
+        return {}
+    known = {f.name for f in fields(Settings)}
+    return {k: v for k, v in parser.items(APP_NAME) if k in known}
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in types:
+            raise ValueError(f"unknown cellpipe setting {name!r}; known: {sorted(types)}")
+        kind = types[name]
+        try:
+            if kind == "float":
+                coerced[name] = float(value)
+            elif kind == "int":
+                coerced[name] = int(value)
+            else:
+                coerced[name] = str(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cellpipe setting {name}={value!r} is not a valid {kind}") from error
+    return coerced

@@ -1,0 +1,3 @@
+from cellpipe.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""``cellpipe model`` commands."""
+
+from cellpipe.cli import app, model_app  # noqa: F401

@@ -1,0 +1,1 @@
+"""Luigi tasks: thin wrappers that wire cellpipe library functions to targets."""
