@@ -50,7 +50,13 @@ def _root(
 
 def _register_commands() -> None:
     # Each module adds its commands to the apps above when imported.
-    from cellpipe.cli import commands_db, commands_images, commands_model  # noqa: F401
+    from cellpipe.cli import (  # noqa: F401
+        commands_db,
+        commands_evaluate,
+        commands_images,
+        commands_model,
+        commands_run,
+    )
 
 
 def main() -> None:

@@ -1,0 +1,248 @@
+"""Tiled U-Net inference at native resolution, in bounded memory.
+
+An image is never resized. It is cut into overlapping square tiles that are fed to the
+network in batches through one compiled ``tf.function`` (fixed input signature
+``[None, tile, tile, 1]``), and the tile predictions are blended with weights that
+ramp smoothly (raised cosine) across each overlap. Tiles are produced and consumed
+row by row, so memory holds the image, the output and one batch of tiles, whatever
+the image size.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cellpipe.unet.model import ModelCard, UNetConfig, fold_batch_norm
+
+#: Tile side in pixels: large tiles amortise per-call overhead and waste less on overlap.
+DEFAULT_TILE = 512
+#: Pixels shared by neighbouring tiles; predictions are blended across them.
+DEFAULT_OVERLAP = 32
+#: Tiles per network call.
+DEFAULT_BATCH = 2
+
+
+class EdgePredictor:
+    """Compiled tiled inference for one U-Net.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model made by :func:`cellpipe.unet.build_unet` (or loaded with ``load_model``).
+    fold_batch_norm : bool
+        Run a copy with batch norm folded into the convolutions (faster). The copy is a
+        snapshot: use ``False`` while the model is still being trained.
+
+    Notes
+    -----
+    One ``tf.function`` is traced per tile size and reused for every image.
+    """
+
+    def __init__(self, model: keras.Model, *, fold_batch_norm: bool = True) -> None:
+        self.config = UNetConfig.of_model(model)
+        self._network = _folded(model) if fold_batch_norm else model
+        self._compiled: dict[int, tf.types.experimental.ConcreteFunction] = {}
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        batch_size: int = DEFAULT_BATCH,
+    ) -> np.ndarray:
+        """Return the edge probability of ``image``; see :func:`predict_edges`."""
+        image = _checked_image(image)
+        tile = self._tile_for(image.shape, tile)
+        if not 0 <= overlap < tile // 2:
+            raise ValueError(f"overlap must be in [0, tile/2) = [0, {tile // 2}), got {overlap}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        height, width = image.shape
+        padded = _pad_to(image, max(height, tile), max(width, tile))
+        ys = tile_starts(padded.shape[0], tile, overlap)
+        xs = tile_starts(padded.shape[1], tile, overlap)
+        wy = [tile_weights(tile, overlap, i > 0, i < len(ys) - 1) for i in range(len(ys))]
+        wx = [tile_weights(tile, overlap, j > 0, j < len(xs) - 1) for j in range(len(xs))]
+        network = self._function(tile)
+        edge_probability = np.zeros(padded.shape, np.float32)
+        for batch in _batches(((i, j) for i in range(len(ys)) for j in range(len(xs))), batch_size):
+            tiles = np.stack([padded[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile] for i, j in batch])
+            predictions = network(tf.constant(tiles[..., None])).numpy()[..., 0]
+            for (i, j), prediction in zip(batch, predictions):
+                window = edge_probability[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile]
+                window += prediction * wy[i][:, None] * wx[j][None, :]
+        # The weights of a grid of tiles are separable: their sum is an outer product.
+        edge_probability /= _weight_sum(padded.shape[0], ys, wy)[:, None]
+        edge_probability /= _weight_sum(padded.shape[1], xs, wx)[None, :]
+        return np.ascontiguousarray(edge_probability[:height, :width])
+
+    def _tile_for(self, shape: tuple[int, int], tile: int) -> int:
+        multiple = self.config.size_multiple
+        if tile < multiple or tile % multiple:
+            raise ValueError(f"tile must be a positive multiple of {multiple} for this model, got {tile}")
+        # A small image needs only a small tile; a bounded set of sizes keeps retracing rare.
+        step = max(multiple, 64)
+        return min(tile, step * math.ceil(max(shape) / step))
+
+    def _function(self, tile: int):
+        if tile not in self._compiled:
+            network = self._network
+
+            @tf.function(input_signature=[tf.TensorSpec([None, tile, tile, 1], tf.float32)])
+            def forward(tiles):
+                return network(tiles, training=False)
+
+            self._compiled[tile] = forward
+        return self._compiled[tile]
+
+
+_PREDICTORS: "weakref.WeakKeyDictionary[keras.Model, EdgePredictor]" = weakref.WeakKeyDictionary()
+
+
+def predict_edges(
+    model: keras.Model | EdgePredictor,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH,
+) -> np.ndarray:
+    """Return the edge probability of ``image``: float32, same shape, 1 on cell walls.
+
+    Parameters
+    ----------
+    model : keras.Model or EdgePredictor
+        The U-Net. A Keras model is compiled (batch norm folded) the first time it is
+        used and the compiled copy is reused for later images; weights changed after
+        that are not seen (use ``EdgePredictor(model, fold_batch_norm=False)`` then).
+    image : ndarray, shape (H, W)
+        The network input: a contrast gray image in [0, 1] with dark cell walls, as
+        made by :func:`model_input`. Any size; it is never resized.
+    tile : int
+        Tile side, a multiple of ``2 ** depth``; images smaller than a tile use a
+        smaller tile (a multiple of 64) and are mirror-padded up to it.
+    overlap : int
+        Minimum overlap of neighbouring tiles; predictions are blended across it with
+        raised-cosine weights. Should exceed the model's border artefacts (~16 px).
+    batch_size : int
+        Tiles per network call. Memory grows with ``batch_size * tile**2``.
+
+    Returns
+    -------
+    edge_probability : ndarray of float32, shape (H, W)
+
+    Examples
+    --------
+    >>> from cellpipe.unet import build_unet, UNetConfig
+    >>> model = build_unet(UNetConfig(depth=2, base_filters=4))
+    >>> predict_edges(model, np.zeros((50, 70), np.float32)).shape
+    (50, 70)
+    """
+    if isinstance(model, EdgePredictor):
+        predictor = model
+    else:
+        predictor = _PREDICTORS.get(model)
+        if predictor is None:
+            predictor = _PREDICTORS[model] = EdgePredictor(model)
+    return predictor(image, tile=tile, overlap=overlap, batch_size=batch_size)
+
+
+def model_input(image: np.ndarray, card: ModelCard, *, invert: bool = False) -> np.ndarray:
+    """Return the network input for ``image``: the contrast gray image the card asks for.
+
+    Parameters
+    ----------
+    image : ndarray
+        Raw 2-D image as read by :func:`cellpipe.io.read_image`.
+    card : ModelCard
+        Card of the model that will see the input (its normalisation is applied).
+    invert : bool
+        Invert after normalising, for images whose cell walls are bright while the
+        model expects dark walls (``card.dark_walls``).
+    """
+    from cellpipe.preprocess import contrast_gray
+
+    gray = contrast_gray(image, card.contrast_params()).astype(np.float32, copy=False)
+    return (1.0 - gray) if invert else gray
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Return the start offsets of tiles covering ``length`` pixels, overlapping by at least ``overlap``.
+
+    Tiles are spread evenly from 0 to ``length - tile``; ``length`` must be at least ``tile``.
+    """
+    if length < tile:
+        raise ValueError(f"length {length} is shorter than the tile {tile}")
+    if length == tile:
+        return [0]
+    count = math.ceil((length - overlap) / (tile - overlap))
+    count = max(count, 2)
+    return [int(round(s)) for s in np.linspace(0, length - tile, count)]
+
+
+def tile_weights(tile: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """Return 1-D blending weights of a tile: 1 inside, a raised-cosine ramp over ``overlap`` pixels.
+
+    Only sides that overlap a neighbour ramp; a side on the image border keeps weight 1.
+    Every weight is positive.
+    """
+    weights = np.ones(tile, np.float32)
+    if overlap > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+        if ramp_start:
+            weights[:overlap] = ramp
+        if ramp_end:
+            weights[tile - overlap :] = ramp[::-1]
+    return weights
+
+
+def _weight_sum(length: int, starts: list[int], weights: list[np.ndarray]) -> np.ndarray:
+    total = np.zeros(length, np.float32)
+    for start, w in zip(starts, weights):
+        total[start : start + len(w)] += w
+    return total
+
+
+def _batches(items: Iterator[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+    batch: list[tuple[int, int]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    pad = ((0, height - image.shape[0]), (0, width - image.shape[1]))
+    if pad == ((0, 0), (0, 0)):
+        return image
+    # Mirror without repeating the border pixel; a 1-pixel side can only be repeated.
+    mode = "reflect" if min(image.shape) > 1 else "edge"
+    return np.pad(image, pad, mode=mode)
+
+
+def _checked_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D gray image, got an array of shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("cannot predict edges of an empty image")
+    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
+        raise ValueError(f"expected a real-valued image, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    return image
+
+
+def _folded(model: keras.Model) -> keras.Model:
+    return fold_batch_norm(model)

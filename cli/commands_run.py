@@ -1,0 +1,3 @@
+"""``cellpipe run``."""
+
+from cellpipe.cli import app  # noqa: F401

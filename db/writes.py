@@ -1,0 +1,278 @@
+"""What the batch writes: images, runs, and one segmentation (with its cells) per image.
+
+Every function takes a *bind*: an Engine (the function opens, commits or rolls back its
+own transaction) or a Connection / Session (the function joins the caller's
+transaction and the caller commits).
+
+Writes are idempotent and safe to run from several processes at once:
+
+- :func:`register_image` keys images by content hash (``INSERT … ON CONFLICT DO
+  NOTHING``), so the same bytes found twice are one row;
+- :func:`store_segmentation` keys results by (image, model, parameter hash) with an
+  ``INSERT … ON CONFLICT DO UPDATE`` that locks the segmentation row until commit (the
+  SQLite write lock does the same), then replaces that segmentation's cells, all in
+  one transaction: a concurrent writer of the same key waits and then replaces, so
+  each key ends up stored exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import socket
+from typing import Any, Mapping
+
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from cellpipe import __version__
+from cellpipe.db.bulk import cell_columns, insert_cells
+from cellpipe.db.engine import Bind, read_connection, write_transaction
+from cellpipe.db.models import RUN_STATUSES, Cell, Image, Run, Segmentation
+from cellpipe.db.values import canonical, dialect_insert, sha256_hex, utc_now
+
+MAX_ERROR_LENGTH = 10_000
+_SEGMENTATION_KEY = ["image_id", "model_id", "param_hash"]
+
+
+def parameter_hash(parameters: Mapping[str, Any]) -> str:
+    """Return the sha256 (hex) of the canonical JSON of ``parameters``.
+
+    Key order does not matter, numpy scalars count as their Python values, tuples as
+    lists, paths as strings, and integral floats as integers (``1.0`` and ``1`` hash
+    the same), so the hash only changes when a parameter's value does.
+
+    Examples
+    --------
+    >>> parameter_hash({"min_area": 16, "edge_threshold": 0.5}) == parameter_hash(
+    ...     {"edge_threshold": 0.5, "min_area": 16.0})
+    True
+    """
+    document = json.dumps(
+        canonical(dict(parameters)), sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+def register_image(
+    bind: Bind,
+    content_hash: str,
+    source_uri: str,
+    *,
+    size_bytes: int,
+    batch_date: dt.date,
+    bit_depth: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    acquired_at: dt.datetime | None = None,
+) -> int:
+    """Return the id of the image with ``content_hash``, registering it if it is new.
+
+    The first registration wins: registering the same bytes again (another path,
+    another night) returns the existing row unchanged.
+
+    Parameters
+    ----------
+    content_hash : str
+        sha256 of the image file's bytes, 64 hex digits.
+    source_uri : str
+        Where the image was found: a path or ``az://container/blob``.
+    size_bytes : int
+        Size of the file.
+    batch_date : datetime.date
+        Date of the batch that found it (what ``--since``/``--until`` filter on).
+    bit_depth, width, height : int, optional
+        Pixel format and size, when known.
+    acquired_at : datetime.datetime, optional
+        Acquisition time from the file's metadata, when known.
+    """
+    content_hash = sha256_hex(content_hash, "content_hash")
+    if not isinstance(batch_date, dt.date) or isinstance(batch_date, dt.datetime):
+        raise TypeError(f"batch_date must be a datetime.date, got {batch_date!r}")
+    if int(size_bytes) < 0:
+        raise ValueError(f"size_bytes must be >= 0, got {size_bytes}")
+    values = dict(
+        content_hash=content_hash,
+        source_uri=str(source_uri),
+        size_bytes=int(size_bytes),
+        batch_date=batch_date,
+        bit_depth=bit_depth,
+        width=width,
+        height=height,
+        acquired_at=acquired_at,
+        first_seen=utc_now(),
+        status="registered",
+    )
+    with write_transaction(bind) as connection:
+        statement = dialect_insert(connection, Image).values(**values)
+        connection.execute(statement.on_conflict_do_nothing(index_elements=["content_hash"]))
+        return connection.execute(
+            select(Image.id).where(Image.content_hash == content_hash)
+        ).scalar_one()
+
+
+def mark_image_failed(bind: Bind, image_id: int, error: str) -> None:
+    """Record that segmenting ``image_id`` failed with ``error`` (kept to 10,000 characters)."""
+    with write_transaction(bind) as connection:
+        result = connection.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(status="failed", last_error=str(error)[:MAX_ERROR_LENGTH])
+        )
+        if result.rowcount == 0:
+            raise LookupError(f"no image with id {image_id}")
+
+
+def start_run(
+    bind: Bind,
+    *,
+    batch_date: dt.date | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    code_version: str | None = None,
+    host: str | None = None,
+) -> int:
+    """Return the id of a new run, started now (code version and host default to this one)."""
+    with write_transaction(bind) as connection:
+        return connection.execute(
+            dialect_insert(connection, Run)
+            .values(
+                started_at=utc_now(),
+                batch_date=batch_date,
+                parameters=canonical(dict(parameters or {})),
+                code_version=code_version or __version__,
+                host=host or socket.gethostname(),
+                status="running",
+            )
+            .returning(Run.id)
+        ).scalar_one()
+
+
+def finish_run(
+    bind: Bind,
+    run_id: int,
+    *,
+    status: str = "succeeded",
+    images_seen: int | None = None,
+    images_failed: int | None = None,
+) -> None:
+    """Mark ``run_id`` finished now with ``status`` and its counts.
+
+    ``images_segmented`` and ``cells_stored`` are counted from the segmentations the run
+    stored; ``images_seen`` and ``images_failed`` are what the caller says.
+    """
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+    with write_transaction(bind) as connection:
+        segmented, cells = connection.execute(
+            select(func.count(), func.coalesce(func.sum(Segmentation.n_cells), 0)).where(
+                Segmentation.run_id == run_id
+            )
+        ).one()
+        result = connection.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                finished_at=utc_now(),
+                status=status,
+                images_seen=images_seen,
+                images_failed=images_failed,
+                images_segmented=segmented,
+                cells_stored=cells,
+            )
+        )
+        if result.rowcount == 0:
+            raise LookupError(f"no run with id {run_id}")
+
+
+def store_segmentation(
+    bind: Bind,
+    image_id: int,
+    model_id: int,
+    parameters: Mapping[str, Any],
+    cells: Mapping[str, Any],
+    *,
+    run_id: int | None = None,
+    label_uri: str | None = None,
+    timings: Mapping[str, float] | None = None,
+) -> int:
+    """Store the cells found in one image, replacing any earlier result for the same key.
+
+    Parameters
+    ----------
+    bind : Engine, Connection or Session
+        An Engine gets one transaction for this image, committed here.
+    image_id, model_id : int
+        Ids from :func:`register_image` and :func:`cellpipe.db.register_model`.
+    parameters : mapping
+        The segmentation parameters; their :func:`parameter_hash` is part of the key.
+    cells : mapping of str to array_like
+        Per-cell statistics as ``cellpipe.measure.regionprops_table`` returns them
+        (see :func:`cellpipe.db.bulk.cell_columns`).
+    run_id : int, optional
+        The run that produced the result.
+    label_uri : str, optional
+        Where the label image was written.
+    timings : mapping of str to float, optional
+        Seconds spent per stage.
+
+    Returns
+    -------
+    int
+        The segmentation id (the same one when the key was stored before).
+
+    Raises
+    ------
+    ValueError
+        For invalid cell statistics (nothing is written).
+    LookupError
+        When ``image_id``, ``model_id`` or ``run_id`` does not exist.
+    """
+    columns = cell_columns(cells)
+    values = dict(
+        image_id=image_id,
+        model_id=model_id,
+        param_hash=parameter_hash(parameters),
+        parameters=canonical(dict(parameters)),
+        run_id=run_id,
+        n_cells=columns.n_cells,
+        label_uri=label_uri,
+        timings=canonical(dict(timings or {})),
+        stored_at=utc_now(),
+    )
+    try:
+        with write_transaction(bind) as connection:
+            statement = dialect_insert(connection, Segmentation).values(**values)
+            replaced = {name: statement.excluded[name] for name in values if name not in _SEGMENTATION_KEY}
+            segmentation_id = connection.execute(
+                statement.on_conflict_do_update(index_elements=_SEGMENTATION_KEY, set_=replaced)
+                .returning(Segmentation.id)
+            ).scalar_one()
+            connection.execute(delete(Cell).where(Cell.segmentation_id == segmentation_id))
+            insert_cells(connection, segmentation_id, columns)
+            connection.execute(
+                update(Image).where(Image.id == image_id).values(status="segmented", last_error=None)
+            )
+    except IntegrityError as error:
+        if "foreign key" in str(error.orig).lower():
+            raise LookupError(
+                f"cannot store segmentation: image {image_id}, model {model_id} or run {run_id} "
+                "does not exist"
+            ) from error
+        raise
+    return segmentation_id
+
+
+def is_segmented(bind: Bind, image_id: int, model_id: int, param_hash: str) -> bool:
+    """Return whether (image, model, parameter hash) has a stored segmentation."""
+    with read_connection(bind) as connection:
+        return connection.execute(
+            select(
+                exists().where(
+                    Segmentation.image_id == image_id,
+                    Segmentation.model_id == model_id,
+                    Segmentation.param_hash == param_hash,
+                )
+            )
+        ).scalar_one()
+

@@ -1,0 +1,393 @@
+"""Watershed flood on integer elevations, label-identical to scikit-image 0.26.
+
+Wrapped by :func:`cellpipe.segment.watershed`, which pads and ravels the arrays.
+
+scikit-image's flood (``skimage/segmentation/_watershed_cy.pyx``, plain case: no
+compactness, no watershed line) keeps one binary heap of ``(value, age)`` keys. Every
+marker is pushed first, in raster order, with key ``(elevation[marker], 0)``. Popping
+a pixel labels each free neighbour at once with the popped pixel's label and pushes it
+with ``value = max(elevation[neighbour], popped value)`` and a fresh, increasing age.
+
+Markers with equal elevation tie, and the binary heap's shape decides which of them
+pops first (which matters when two labels reach for the same pixel, and for the ages
+given to their neighbours). Every other key is distinct. So the kernel replays the
+heap exactly while markers remain, then finishes with a bucket queue:
+
+1. Marker phase, one of two replays:
+
+   - all markers share one elevation (what :func:`cellpipe.segment.segment_edges`
+     produces): they form one block of ties at the top of the heap and pop before
+     anything else. Their order depends only on which heap slots hold markers, since
+     finite elements never rise above a marker and never change those slots when they
+     move among themselves. So only the marker slots are tracked (``slots``; ``-1`` is
+     a finite element) and scikit-image's sift-down rule (strictly smaller child wins,
+     left child on ties) is replayed on them: O(1) per pop while the heap's last slot
+     holds a marker, one walk down the marker slots otherwise;
+   - otherwise, the full binary heap is replayed, with inline integer keys.
+
+   Either replay stops as soon as every marker that touches a free pixel has popped:
+   the remaining markers can push nothing.
+2. Flood phase: every key left or pushed later is distinct and every later push has a
+   larger age, so one FIFO per grey level (a linked list through ``next_in_level``)
+   pops them in exactly the heap's ``(value, age)`` order, at O(1) per pixel.
+"""
+
+cimport cython
+cimport numpy as cnp
+from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libc.stdlib cimport free, malloc, qsort, realloc
+
+import numpy as np
+
+cnp.import_array()
+
+ctypedef fused level_t:
+    cnp.uint8_t
+    cnp.uint16_t
+
+ctypedef fused label_t:
+    cnp.int8_t
+    cnp.int16_t
+    cnp.int32_t
+    cnp.int64_t
+    cnp.uint8_t
+    cnp.uint16_t
+    cnp.uint32_t
+    cnp.uint64_t
+
+
+cdef enum PixelState:
+    BLOCKED = 0          # outside the image or the mask, or already labelled
+    FREE = 1             # inside the mask and not labelled yet
+    FRONTIER_MARKER = 2  # a marker with at least one FREE neighbour at the start
+
+
+cdef uint64_t AGE_MASK = 0xFFFFFFFF
+
+
+cdef struct HeapItem:
+    uint64_t key         # value << 32 | age; markers have age 0
+    Py_ssize_t index
+
+
+cdef struct Heap:
+    HeapItem *items
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef struct Buckets:
+    int32_t *head        # first pixel queued at each level, -1 if none
+    int32_t *tail        # last pixel queued at each level
+    int32_t *next_in_level
+
+
+cdef inline void bucket_push(Buckets *buckets, Py_ssize_t level, Py_ssize_t pixel) noexcept nogil:
+    buckets.next_in_level[pixel] = -1
+    if buckets.head[level] < 0:
+        buckets.head[level] = <int32_t>pixel
+    else:
+        buckets.next_in_level[buckets.tail[level]] = <int32_t>pixel
+    buckets.tail[level] = <int32_t>pixel
+
+
+cdef inline int heap_push(Heap *heap, uint64_t key, Py_ssize_t index) noexcept nogil:
+    # scikit-image's heappush: append, then sift up while strictly smaller.
+    cdef Py_ssize_t child, parent
+    cdef HeapItem *grown
+    cdef HeapItem item
+    if heap.size == heap.capacity:
+        grown = <HeapItem *>realloc(heap.items, 2 * heap.capacity * sizeof(HeapItem))
+        if grown == NULL:
+            return -1
+        heap.items = grown
+        heap.capacity *= 2
+    item.key = key
+    item.index = index
+    child = heap.size
+    heap.size += 1
+    while child > 0:
+        parent = (child - 1) >> 1
+        if key < heap.items[parent].key:
+            heap.items[child] = heap.items[parent]
+            child = parent
+        else:
+            break
+    heap.items[child] = item
+    return 0
+
+
+cdef inline HeapItem heap_pop(Heap *heap) noexcept nogil:
+    # scikit-image's heappop: the last item replaces the root and sifts down; the
+    # smaller child wins only if strictly smaller, the left one on ties.
+    cdef HeapItem top = heap.items[0]
+    cdef HeapItem moving
+    cdef Py_ssize_t i = 0, smallest, left, right, size
+    heap.size -= 1
+    size = heap.size
+    if size == 0:
+        return top
+    moving = heap.items[size]
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        right = left + 1
+        smallest = i
+        if heap.items[left].key < moving.key:
+            smallest = left
+        if right < size:
+            if smallest == i:
+                if heap.items[right].key < moving.key:
+                    smallest = right
+            elif heap.items[right].key < heap.items[left].key:
+                smallest = right
+        if smallest == i:
+            break
+        heap.items[i] = heap.items[smallest]
+        i = smallest
+    heap.items[i] = moving
+    return top
+
+
+cdef int compare_keys(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t ka = (<HeapItem *>a).key
+    cdef uint64_t kb = (<HeapItem *>b).key
+    return (ka > kb) - (ka < kb)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def flood(
+    const level_t[::1] levels,
+    label_t[::1] labels,
+    uint8_t[::1] state,
+    const cnp.intp_t[::1] offsets,
+    Py_ssize_t n_levels,
+):
+    """Flood ``labels`` in place from its nonzero pixels over ``levels``.
+
+    Parameters
+    ----------
+    levels : 1-D uint8 or uint16 array
+        Raveled, padded elevation.
+    labels : 1-D integer array
+        Raveled, padded markers (0 = unlabelled); receives the labels.
+    state : 1-D uint8 array
+        1 where a pixel may be labelled (inside the mask), 0 elsewhere, including the
+        one-pixel padding border. Overwritten.
+    offsets : 1-D intp array
+        Raveled neighbour offsets in scikit-image's order (at most 8).
+    n_levels : int
+        Number of grey levels (256 or 65536).
+    """
+    cdef Py_ssize_t n_pixels = labels.shape[0]
+    cdef Py_ssize_t n_offsets = offsets.shape[0]
+    cdef Py_ssize_t p, q, k, i, level, n_markers = 0, n_frontier = 0
+    cdef Py_ssize_t lowest_marker_level = n_levels, highest_marker_level = -1
+    cdef Py_ssize_t offset[8]
+    cdef Buckets buckets
+    cdef Heap heap
+    cdef int failed = 0
+
+    if n_offsets > 8:
+        raise ValueError("at most 8 neighbour offsets are supported")
+    for k in range(n_offsets):
+        offset[k] = offsets[k]
+
+    for p in range(n_pixels):
+        if labels[p] != 0:
+            n_markers += 1
+    cdef int32_t[::1] markers = np.empty(max(n_markers, 1), dtype=np.int32)
+    cdef int32_t[::1] next_in_level = np.empty(n_pixels, dtype=np.int32)
+    cdef int32_t[::1] head = np.full(n_levels, -1, dtype=np.int32)
+    cdef int32_t[::1] tail = np.full(n_levels, -1, dtype=np.int32)
+    buckets.head = &head[0]
+    buckets.tail = &tail[0]
+    buckets.next_in_level = &next_in_level[0]
+
+    with nogil:
+        i = 0
+        for p in range(n_pixels):
+            if labels[p] != 0:
+                markers[i] = <int32_t>p
+                state[p] = BLOCKED
+                i += 1
+                if levels[p] < lowest_marker_level:
+                    lowest_marker_level = levels[p]
+                if levels[p] > highest_marker_level:
+                    highest_marker_level = levels[p]
+        for i in range(n_markers):
+            p = markers[i]
+            for k in range(n_offsets):
+                if state[p + offset[k]] == FREE:
+                    state[p] = FRONTIER_MARKER
+                    n_frontier += 1
+                    break
+
+    if n_frontier == 0:
+        return
+    if lowest_marker_level == highest_marker_level:
+        with nogil:
+            _replay_tied_markers(
+                levels, labels, state, offset, n_offsets, markers, n_frontier,
+                lowest_marker_level, &buckets,
+            )
+    else:
+        heap.capacity = n_markers + 1024
+        heap.size = 0
+        heap.items = <HeapItem *>malloc(heap.capacity * sizeof(HeapItem))
+        if heap.items == NULL:
+            raise MemoryError()
+        with nogil:
+            failed = _replay_heap(
+                levels, labels, state, offset, n_offsets, markers, n_frontier,
+                &heap, &buckets,
+            )
+        free(heap.items)
+        if failed:
+            raise MemoryError()
+
+    with nogil:
+        _flood_buckets(levels, labels, state, offset, n_offsets, n_levels, &buckets)
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _replay_tied_markers(
+    const level_t[::1] levels,
+    label_t[::1] labels,
+    uint8_t[::1] state,
+    Py_ssize_t *offset,
+    Py_ssize_t n_offsets,
+    int32_t[::1] slots,
+    Py_ssize_t n_frontier,
+    Py_ssize_t marker_level,
+    Buckets *buckets,
+) noexcept nogil:
+    # ``slots`` holds the markers in raster order: equal keys never sift up.
+    cdef Py_ssize_t n_markers = slots.shape[0]
+    cdef Py_ssize_t heap_size = n_markers, i, child, k, q, level
+    cdef int32_t marker, last
+    cdef label_t label
+    while n_frontier > 0:
+        marker = slots[0]
+        heap_size -= 1
+        if heap_size > 0:
+            last = slots[heap_size] if heap_size < n_markers else -1
+            if last >= 0:
+                slots[0] = last
+            else:
+                # A finite element sinks; each marker on its path moves up a slot.
+                i = 0
+                while True:
+                    child = 2 * i + 1
+                    if child < heap_size and child < n_markers and slots[child] >= 0:
+                        slots[i] = slots[child]
+                        i = child
+                        continue
+                    child += 1
+                    if child < heap_size and child < n_markers and slots[child] >= 0:
+                        slots[i] = slots[child]
+                        i = child
+                        continue
+                    break
+                slots[i] = -1
+        if state[marker] != FRONTIER_MARKER:
+            continue
+        n_frontier -= 1
+        label = labels[marker]
+        for k in range(n_offsets):
+            q = marker + offset[k]
+            if state[q] == FREE:
+                state[q] = BLOCKED
+                labels[q] = label
+                level = levels[q]
+                if level < marker_level:
+                    level = marker_level
+                bucket_push(buckets, level, q)
+                # The pushed finite element takes the last heap slot.
+                if heap_size < n_markers:
+                    slots[heap_size] = -1
+                heap_size += 1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _replay_heap(
+    const level_t[::1] levels,
+    label_t[::1] labels,
+    uint8_t[::1] state,
+    Py_ssize_t *offset,
+    Py_ssize_t n_offsets,
+    int32_t[::1] markers,
+    Py_ssize_t n_frontier,
+    Heap *heap,
+    Buckets *buckets,
+) noexcept nogil:
+    # Returns -1 when the heap cannot grow.
+    cdef Py_ssize_t i, k, p, q
+    cdef uint64_t value, level, age = 1
+    cdef HeapItem item
+    cdef label_t label
+    for i in range(markers.shape[0]):
+        if heap_push(heap, (<uint64_t>levels[markers[i]]) << 32, markers[i]):
+            return -1
+    while n_frontier > 0:
+        item = heap_pop(heap)
+        p = item.index
+        if (item.key & AGE_MASK) == 0:
+            if state[p] != FRONTIER_MARKER:
+                continue
+            n_frontier -= 1
+        value = item.key >> 32
+        label = labels[p]
+        for k in range(n_offsets):
+            q = p + offset[k]
+            if state[q] == FREE:
+                state[q] = BLOCKED
+                labels[q] = label
+                age += 1
+                level = levels[q]
+                if level < value:
+                    level = value
+                if heap_push(heap, (level << 32) | age, q):
+                    return -1
+    # The rest pops in key order; markers left can push nothing.
+    qsort(heap.items, heap.size, sizeof(HeapItem), compare_keys)
+    for i in range(heap.size):
+        if heap.items[i].key & AGE_MASK:
+            bucket_push(buckets, heap.items[i].key >> 32, heap.items[i].index)
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _flood_buckets(
+    const level_t[::1] levels,
+    label_t[::1] labels,
+    uint8_t[::1] state,
+    Py_ssize_t *offset,
+    Py_ssize_t n_offsets,
+    Py_ssize_t n_levels,
+    Buckets *buckets,
+) noexcept nogil:
+    cdef Py_ssize_t level, k, p, q, target
+    cdef int32_t element
+    cdef label_t label
+    for level in range(n_levels):
+        element = buckets.head[level]
+        while element >= 0:
+            p = element
+            label = labels[p]
+            for k in range(n_offsets):
+                q = p + offset[k]
+                if state[q] == FREE:
+                    state[q] = BLOCKED
+                    labels[q] = label
+                    target = levels[q]
+                    if target < level:
+                        target = level
+                    bucket_push(buckets, target, q)
+            # Read after the pushes: a push to this level may have extended it.
+            element = buckets.next_in_level[p]
