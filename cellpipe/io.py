@@ -249,15 +249,22 @@ def _sniff_format(display: str, head: bytes) -> str:
                                  f"Convert it to one of {supported} (TIFF keeps 16-bit and float data).")
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         raise ImageReadError(display, "WebP files are not supported", f"Convert it to one of {supported}.")
-    try:
-        looks_like_text = head.decode("utf-8").isprintable() or head.decode("utf-8").isspace()
-    except UnicodeDecodeError:
-        looks_like_text = False
+    looks_like_text = _looks_like_text(head)
     what = "it is a text file, not an image" if looks_like_text else "it is not an image"
     raise ImageReadError(
         display, f"{what} (it starts with {head[:8]!r})",
         f"cellpipe reads {supported} files, recognised by their content, not their name.",
     )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(head) - 3:  # not just a character cut at the end
+            return False
+        text = head[: error.start].decode("utf-8")
+    return bool(text) and all(char.isprintable() or char.isspace() for char in text)
 
 
 def _read_with_pillow(reader: Callable, handle, display: str, fmt: str, page, max_pixels: int) -> np.ndarray:

@@ -256,7 +256,7 @@ def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool)
         "eccentricity": eccentricity,
         "orientation": orientation,
         "equivalent_diameter_area": np.sqrt(4 * area / np.pi),
-        "perimeter": cells["perimeter"],
+        "perimeter": cells["perimeter_halves"] * 0.5 + cells["perimeter_diagonal_halves"] * (np.sqrt(2) / 2),
     }
     if with_intensity:
         columns["intensity_mean"] = cells["intensity_sum"] / area

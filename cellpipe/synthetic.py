@@ -30,6 +30,7 @@ from cellpipe.io import write_labels_tiff, write_png
 Kind = Literal["foam", "tissue"]
 KINDS: tuple[str, ...] = ("foam", "tissue")
 TRUTH_FOLDER = "truth"
+CORRUPT_NAME = "corrupt_truncated.png"
 
 # Per kind: noise (relative std at full brightness), and the fraction of cells with a
 # pore (foam) or a nucleus (tissue).
@@ -479,7 +480,7 @@ def write_samples(
     seed : int
         Seed of the first image.
     corrupt : bool
-        Also write ``corrupt_truncated.png``, a PNG cut in half, to show how the pipeline
+        Also write :data:`CORRUPT_NAME` (``corrupt_truncated.png``), a PNG cut in half, to show how the pipeline
         reports unreadable files. It is last in the returned list and has no truth file.
     **options
         Passed on to :func:`synthetic_cells` (``mean_cell_diameter``, ``dtype``, ...).
@@ -505,7 +506,7 @@ def write_samples(
         write_labels_tiff(truth_path(image_path), sample.labels)
         written.append(image_path)
     if corrupt:
-        written.append(_write_truncated_png(folder / "corrupt_truncated.png", size, seed))
+        written.append(_write_truncated_png(folder / CORRUPT_NAME, size, seed))
     return written
 
 

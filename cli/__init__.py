@@ -56,6 +56,7 @@ def _register_commands() -> None:
         commands_images,
         commands_model,
         commands_run,
+        commands_segment,
     )
 
 

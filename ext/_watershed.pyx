@@ -28,14 +28,13 @@ heap exactly while markers remain, then finishes with a bucket queue:
    Either replay stops as soon as every marker that touches a free pixel has popped:
    the remaining markers can push nothing.
 2. Flood phase: every key left or pushed later is distinct and every later push has a
-   larger age, so one FIFO per grey level (a linked list through ``next_in_level``)
-   pops them in exactly the heap's ``(value, age)`` order, at O(1) per pixel.
+   larger age, so one FIFO per grey level (a growable array) pops them in exactly the heap's ``(value, age)`` order, at O(1) per pixel.
 """
 
 cimport cython
 cimport numpy as cnp
 from libc.stdint cimport int32_t, uint8_t, uint64_t
-from libc.stdlib cimport free, malloc, qsort, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 
 import numpy as np
 
@@ -76,19 +75,32 @@ cdef struct Heap:
     Py_ssize_t capacity
 
 
+cdef struct Bucket:
+    int32_t *pixels      # FIFO of the pixels queued at one level, in push order
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
 cdef struct Buckets:
-    int32_t *head        # first pixel queued at each level, -1 if none
-    int32_t *tail        # last pixel queued at each level
-    int32_t *next_in_level
+    Bucket *levels
+    int failed           # set when a bucket cannot grow
 
 
 cdef inline void bucket_push(Buckets *buckets, Py_ssize_t level, Py_ssize_t pixel) noexcept nogil:
-    buckets.next_in_level[pixel] = -1
-    if buckets.head[level] < 0:
-        buckets.head[level] = <int32_t>pixel
-    else:
-        buckets.next_in_level[buckets.tail[level]] = <int32_t>pixel
-    buckets.tail[level] = <int32_t>pixel
+    # Contiguous FIFOs: pops and pushes stream through memory instead of chasing links.
+    cdef Bucket *bucket = &buckets.levels[level]
+    cdef int32_t *grown
+    cdef Py_ssize_t capacity
+    if bucket.size == bucket.capacity:
+        capacity = 2 * bucket.capacity if bucket.capacity else 1024
+        grown = <int32_t *>realloc(bucket.pixels, capacity * sizeof(int32_t))
+        if grown == NULL:
+            buckets.failed = 1
+            return
+        bucket.pixels = grown
+        bucket.capacity = capacity
+    bucket.pixels[bucket.size] = <int32_t>pixel
+    bucket.size += 1
 
 
 cdef inline int heap_push(Heap *heap, uint64_t key, Py_ssize_t index) noexcept nogil:
@@ -199,12 +211,6 @@ def flood(
         if labels[p] != 0:
             n_markers += 1
     cdef int32_t[::1] markers = np.empty(max(n_markers, 1), dtype=np.int32)
-    cdef int32_t[::1] next_in_level = np.empty(n_pixels, dtype=np.int32)
-    cdef int32_t[::1] head = np.full(n_levels, -1, dtype=np.int32)
-    cdef int32_t[::1] tail = np.full(n_levels, -1, dtype=np.int32)
-    buckets.head = &head[0]
-    buckets.tail = &tail[0]
-    buckets.next_in_level = &next_in_level[0]
 
     with nogil:
         i = 0
@@ -227,29 +233,39 @@ def flood(
 
     if n_frontier == 0:
         return
-    if lowest_marker_level == highest_marker_level:
-        with nogil:
-            _replay_tied_markers(
-                levels, labels, state, offset, n_offsets, markers, n_frontier,
-                lowest_marker_level, &buckets,
-            )
-    else:
-        heap.capacity = n_markers + 1024
-        heap.size = 0
-        heap.items = <HeapItem *>malloc(heap.capacity * sizeof(HeapItem))
-        if heap.items == NULL:
-            raise MemoryError()
-        with nogil:
-            failed = _replay_heap(
-                levels, labels, state, offset, n_offsets, markers, n_frontier,
-                &heap, &buckets,
-            )
-        free(heap.items)
-        if failed:
-            raise MemoryError()
-
-    with nogil:
-        _flood_buckets(levels, labels, state, offset, n_offsets, n_levels, &buckets)
+    buckets.failed = 0
+    buckets.levels = <Bucket *>calloc(n_levels, sizeof(Bucket))
+    if buckets.levels == NULL:
+        raise MemoryError()
+    try:
+        if lowest_marker_level == highest_marker_level:
+            with nogil:
+                _replay_tied_markers(
+                    levels, labels, state, offset, n_offsets, markers, n_frontier,
+                    lowest_marker_level, &buckets,
+                )
+        else:
+            heap.capacity = n_markers + 1024
+            heap.size = 0
+            heap.items = <HeapItem *>malloc(heap.capacity * sizeof(HeapItem))
+            if heap.items == NULL:
+                raise MemoryError()
+            with nogil:
+                if _replay_heap(
+                    levels, labels, state, offset, n_offsets, markers, n_frontier,
+                    &heap, &buckets,
+                ):
+                    buckets.failed = 1
+            free(heap.items)
+        if not buckets.failed:
+            with nogil:
+                _flood_buckets(levels, labels, state, offset, n_offsets, n_levels, &buckets)
+    finally:
+        for level in range(n_levels):
+            free(buckets.levels[level].pixels)
+        free(buckets.levels)
+    if buckets.failed:
+        raise MemoryError()
 
 
 @cython.boundscheck(False)
@@ -372,13 +388,16 @@ cdef void _flood_buckets(
     Py_ssize_t n_levels,
     Buckets *buckets,
 ) noexcept nogil:
-    cdef Py_ssize_t level, k, p, q, target
-    cdef int32_t element
+    cdef Py_ssize_t level, k, p, q, target, position
+    cdef Bucket *bucket
     cdef label_t label
     for level in range(n_levels):
-        element = buckets.head[level]
-        while element >= 0:
-            p = element
+        bucket = &buckets.levels[level]
+        position = 0
+        # Pushes to this level append while we read it (and may move its storage).
+        while position < bucket.size:
+            p = bucket.pixels[position]
+            position += 1
             label = labels[p]
             for k in range(n_offsets):
                 q = p + offset[k]
@@ -389,5 +408,8 @@ cdef void _flood_buckets(
                     if target < level:
                         target = level
                     bucket_push(buckets, target, q)
-            # Read after the pushes: a push to this level may have extended it.
-            element = buckets.next_in_level[p]
+            if buckets.failed:
+                return
+        free(bucket.pixels)
+        bucket.pixels = NULL
+        bucket.size = bucket.capacity = 0

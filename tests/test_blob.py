@@ -132,7 +132,8 @@ def test_dated_url_is_the_iso_date_folder_under_the_prefix():
 
 
 def test_connection_string_gives_its_endpoint_and_key():
-    auth = resolve_auth("az://images/", {"AZURE_STORAGE_CONNECTION_STRING": connection_string("http://h:1/acc", KEY, "acc")})
+    environ = {"AZURE_STORAGE_CONNECTION_STRING": connection_string("http://h:1/acc", KEY, "acc")}
+    auth = resolve_auth("az://images/", environ)
     assert (auth.method, auth.account_url) == ("connection-string", "http://h:1/acc")
     assert isinstance(auth.credential, AzureNamedKeyCredential) and auth.credential.named_key.key == KEY
 
@@ -167,8 +168,9 @@ def test_login_auth_mode_skips_the_secrets_in_the_environment():
 
 
 def test_secrets_of_one_account_are_not_sent_to_another():
-    environ = {"AZURE_STORAGE_ACCOUNT": "labstore", "AZURE_STORAGE_KEY": KEY,
-               "AZURE_STORAGE_CONNECTION_STRING": connection_string("https://labstore.blob.core.windows.net", KEY)}  # fmt: skip
+    labstore = connection_string("https://labstore.blob.core.windows.net", KEY, "labstore")
+    environ = {"AZURE_STORAGE_CONNECTION_STRING": labstore,
+               "AZURE_STORAGE_ACCOUNT": "labstore", "AZURE_STORAGE_KEY": KEY}
     auth = resolve_auth("https://otherlab.blob.core.windows.net/images", environ, token_credential=object)
     assert (auth.method, auth.account_url) == ("default-credential", "https://otherlab.blob.core.windows.net")
 
@@ -279,30 +281,30 @@ def test_upload_records_content_type_and_md5(store):
     assert bytes(properties.content_settings.content_md5) == hashlib.md5(content).digest() == committed.content_md5
 
 
-def staged_then_observed(store, name, observe):
-    """Return chunks for upload_atomic that call ``observe`` while the first chunk is staged, uncommitted."""
+def upload_observing_midway(store, name, look):
+    """Upload new content to ``name`` in two chunks; return what ``look()`` saw while chunk one was staged."""
     blob_client = store._container.get_blob_client(store.url.blob_name(name))
+    seen = []
 
     def chunks():
         yield b"new content, part one; "
         assert blob_client.get_block_list("uncommitted")[1], "the first block should be staged by now"
-        observe()
+        seen.append(look())
         yield b"part two"
 
-    return chunks()
+    store.upload_atomic(name, chunks())
+    return seen
 
 
 def test_new_blob_does_not_exist_while_its_blocks_are_staged(store):
-    seen = []
-    store.upload_atomic("a_cells.csv", staged_then_observed(store, "a_cells.csv", lambda: seen.append(store.exists("plates/a_cells.csv"))))
+    seen = upload_observing_midway(store, "a_cells.csv", lambda: store.exists("plates/a_cells.csv"))
     assert seen == [False]
     assert store.download("plates/a_cells.csv") == b"new content, part one; part two"
 
 
 def test_replaced_blob_shows_its_old_content_until_the_commit(store):
     store.upload_atomic("a_cells.csv", b"old content")
-    seen = []
-    store.upload_atomic("a_cells.csv", staged_then_observed(store, "a_cells.csv", lambda: seen.append(store.download("plates/a_cells.csv"))))
+    seen = upload_observing_midway(store, "a_cells.csv", lambda: store.download("plates/a_cells.csv"))
     assert seen == [b"old content"]
     assert store.download("plates/a_cells.csv") == b"new content, part one; part two"
 
@@ -367,7 +369,7 @@ def test_sas_signed_with_a_wrong_key_is_refused_without_showing_the_sas(azurite,
     assert "sig=" not in str(raised.value) and sas not in str(raised.value)
 
 
-def test_request_logs_do_not_show_the_key_or_the_sas(azurite, container, caplog):
+def test_request_logs_do_not_show_the_key_or_the_sas(azurite, container, env, caplog):
     caplog.set_level(logging.DEBUG, logger="azure")
     sas = generate_container_sas("devstoreaccount1", container, account_key=KEY,
                                  permission=ContainerSasPermissions(read=True, list=True),
@@ -375,7 +377,7 @@ def test_request_logs_do_not_show_the_key_or_the_sas(azurite, container, caplog)
     signature = parse_qs(sas)["sig"][0]
     with open_store(f"{azurite.endpoint}/{container}/plates?{sas}", {}, options=FAST) as store:
         assert list(store.list_images()) == []
-    with open_store(f"az://{container}/plates", {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}) as store:
+    with open_store(f"az://{container}/plates", env) as store:
         assert list(store.list_images()) == []
     assert container in caplog.text  # the requests were logged...
     assert signature not in caplog.text and quote(signature, safe="") not in caplog.text  # ...without secrets

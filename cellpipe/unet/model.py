@@ -259,7 +259,7 @@ class ModelCard:
         """Return the :class:`cellpipe.preprocess.ContrastParams` the model was trained with."""
         from cellpipe.preprocess import ContrastParams
 
-        return ContrastParams(**self.normalisation)
+        return ContrastParams.from_dict(self.normalisation)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the card as a JSON-ready dict."""

@@ -1,0 +1,93 @@
+"""The files a segmentation produces, as bytes: label TIFF, per-cell CSV, overlay PNG.
+
+They are made as bytes so that one definition serves local folders
+(:func:`write_results`, atomic renames) and blob containers (uploaded as they are).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from cellpipe.overlay import overlay
+
+#: Suffixes of the files written per image ``<stem>``.
+LABELS_SUFFIX = "_labels.tif"
+CELLS_SUFFIX = "_cells.csv"
+OVERLAY_SUFFIX = "_overlay.png"
+
+
+def labels_tiff_bytes(labels: np.ndarray) -> bytes:
+    """Return ``labels`` as a zlib-compressed uint32 TIFF (0 = wall/background)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "iub":
+        raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, labels.astype(np.uint32), compression="zlib", photometric="minisblack")
+    return buffer.getvalue()
+
+
+def cells_csv_bytes(cells: Mapping[str, np.ndarray]) -> bytes:
+    """Return the per-cell table as UTF-8 CSV: a header of column names, one row per cell.
+
+    Floats are written with ``repr`` precision (round-trip exact); booleans as 0/1.
+    """
+    names = list(cells)
+    columns = [np.asarray(cells[name]) for name in names]
+    columns = [c.astype(np.uint8) if c.dtype == np.bool_ else c for c in columns]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows(zip(*(c.tolist() for c in columns)))
+    return text.getvalue().encode("utf-8")
+
+
+def overlay_png_bytes(image: np.ndarray, labels: np.ndarray, cells: Mapping[str, np.ndarray]) -> bytes:
+    """Return a PNG of cell outlines and centroids drawn on ``image``."""
+    centroids = np.column_stack([cells["centroid-0"], cells["centroid-1"]])
+    buffer = io.BytesIO()
+    Image.fromarray(overlay(image, labels, centroids)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def result_files(
+    stem: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    cells: Mapping[str, np.ndarray],
+    *,
+    with_overlay: bool = False,
+) -> dict[str, bytes]:
+    """Return ``{file name: bytes}`` of the results of one image called ``stem``."""
+    files = {
+        stem + LABELS_SUFFIX: labels_tiff_bytes(labels),
+        stem + CELLS_SUFFIX: cells_csv_bytes(cells),
+    }
+    if with_overlay:
+        files[stem + OVERLAY_SUFFIX] = overlay_png_bytes(image, labels, cells)
+    return files
+
+
+def write_results(folder: str | os.PathLike[str], files: Mapping[str, bytes]) -> list[Path]:
+    """Write each file into ``folder`` atomically (temporary name, then rename); return paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files.items():
+        path = folder / name
+        temporary = folder / f".{name}.{os.getpid()}.tmp"
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written

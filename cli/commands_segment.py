@@ -1,0 +1,82 @@
+"""``cellpipe segment``: images → label TIFFs, per-cell CSVs and overlays in a folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cellpipe.cli import app
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+@app.command()
+def segment(
+    sources: List[Path] = typer.Argument(..., help="Image files or folders of images.", exists=True),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <stem>_labels.tif, <stem>_cells.csv, ..."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="U-Net .keras file; default: the shipped model."),
+    invert: Optional[bool] = typer.Option(
+        None, "--invert/--no-invert", help="Invert before prediction (bright walls). Default: decide per image."
+    ),
+    overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (outlines and centroids)."),
+    threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
+    min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+) -> None:
+    """Segment images and write, per image, labels (uint32 TIFF, 0 = wall) and a per-cell CSV."""
+    from cellpipe.io import ImageReadError, read_image
+    from cellpipe.pipeline import CellSegmenter, PipelineParams
+    from cellpipe.results import result_files, write_results
+    from cellpipe.segment import SegmentParams
+    from cellpipe.settings import Settings
+
+    console = Console(stderr=True)
+    settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
+                              "min_area": min_area})
+    params = PipelineParams(
+        invert="auto" if invert is None else str(invert).lower(),
+        segment=SegmentParams(threshold=settings.edge_threshold, min_area=settings.min_area),
+    )
+    images = sorted(_image_files(sources))
+    if not images:
+        console.print("[red]no image files found[/red] in " + ", ".join(map(str, sources)))
+        raise typer.Exit(2)
+    try:
+        segmenter = CellSegmenter(settings.model or None, params)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]cannot load the model:[/red] {error}")
+        raise typer.Exit(2)
+
+    failed = 0
+    started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("segmenting", total=len(images))
+        for path in images:
+            try:
+                image = read_image(path)
+                result = segmenter(image)
+            except (ImageReadError, ValueError) as error:
+                failed += 1
+                console.print(f"[red]failed[/red] {error}")
+            else:
+                files = result_files(path.stem, image, result.labels, result.cells, with_overlay=overlay)
+                write_results(out, files)
+                console.print(f"{path.name}: {result.n_cells} cells → {out / (path.stem + '_cells.csv')}")
+            progress.advance(task)
+    seconds = time.perf_counter() - started
+    console.print(f"{len(images) - failed} segmented, {failed} failed in {seconds:.1f} s; results in {out}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _image_files(sources: List[Path]) -> Iterator[Path]:
+    for source in sources:
+        if source.is_dir():
+            yield from (p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            yield source
