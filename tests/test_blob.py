@@ -246,6 +246,13 @@ def test_download_accepts_a_blob_name_or_url(plates):
     assert store.download(f"az://{store.url.container}/{name}") == images[name]
 
 
+def test_download_in_parallel_chunks_reassembles_the_blob(container, env):
+    content = np.random.default_rng(7).bytes(10_000)
+    with open_store(f"az://{container}/plates", env, options=ClientOptions(chunk_size=1024, max_concurrency=3)) as store:
+        store.upload_atomic("large.tif", content)
+        assert store.download("plates/large.tif") == content
+
+
 def test_download_refuses_a_blob_whose_stored_content_md5_does_not_match(store):
     store.upload_atomic("tampered.png", png_bytes(2), content_type="image/png")
     blob_client = store._container.get_blob_client("plates/tampered.png")
