@@ -361,7 +361,9 @@ def _supported_pixels(image: np.ndarray, display: str) -> np.ndarray:
         return image.astype(np.uint8) * np.uint8(255)
     if dtype in _CONVERTED_DTYPES:
         return image.astype(_CONVERTED_DTYPES[dtype])
-    return np.ascontiguousarray(image)
+    if not (image.flags.writeable and image.flags.c_contiguous):
+        image = image.copy()  # Pillow's arrays are read-only views of its buffer
+    return image
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

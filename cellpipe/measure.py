@@ -211,12 +211,11 @@ def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool)
     """Turn the kernel's per-cell sums into the columns of :func:`regionprops_table`."""
     cells = cells[np.argsort(cells["label"], kind="stable")]
     area = cells["area"]
-    row0, col0 = cells["row0"], cells["col0"]
     sum_r, sum_c = cells["sum_r"], cells["sum_c"]
 
-    # Shift each cell's origin by the integer part q of its mean offset: the sums about
-    # that origin stay exact int64, and what is left (rem / area, below one pixel) cannot
-    # cancel digits, so the central moments keep full precision and exact ties stay ties.
+    # Central moments from exact int64 sums, without cancellation: about the integer part
+    # q of the mean the sums stay exact, and what is left (rem / area, below one pixel)
+    # cannot cancel digits, so the moments keep full precision and exact ties stay ties.
     q_r, rem_r = np.divmod(sum_r, area)
     q_c, rem_c = np.divmod(sum_c, area)
     ss_r = cells["sum_rr"] - 2 * q_r * sum_r + q_r * q_r * area
@@ -244,10 +243,10 @@ def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool)
     columns = {
         "label": cells["label"],
         "area": area,
-        # Absolute coordinate sums are exact integers, so this rounds once, like numpy's mean.
-        "centroid-0": (row0 * area + sum_r) / area,
-        "centroid-1": (col0 * area + sum_c) / area,
-        "bbox-0": row0,
+        # The sums are exact integers, so this rounds once, like numpy's mean.
+        "centroid-0": sum_r / area,
+        "centroid-1": sum_c / area,
+        "bbox-0": cells["row_min"],
         "bbox-1": cells["col_min"],
         "bbox-2": cells["row_stop"],
         "bbox-3": cells["col_stop"],
@@ -263,7 +262,7 @@ def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool)
         columns["intensity_min"] = cells["intensity_min"]
         columns["intensity_max"] = cells["intensity_max"]
     columns["touches_border"] = (
-        (row0 == 0) | (cells["col_min"] == 0) | (cells["row_stop"] == n_rows) | (cells["col_stop"] == n_cols)
+        (cells["row_min"] == 0) | (cells["col_min"] == 0) | (cells["row_stop"] == n_rows) | (cells["col_stop"] == n_cols)
     )
     return {name: np.ascontiguousarray(columns[name], dtype=dtype)
             for name, dtype in cell_columns(with_intensity).items()}

@@ -137,22 +137,22 @@ def watershed(
     levels, n_levels = as_levels
 
     # A one-pixel border outside the mask spares the kernel all bounds checks.
-    padded_levels = np.zeros((height + 2, width + 2), dtype=levels.dtype)
-    padded_levels[1:-1, 1:-1] = levels
+    # free_level: the level of each pixel that may be labelled, a sentinel elsewhere.
+    free_dtype = np.uint16 if n_levels == 256 else np.uint32
+    free_level = np.full((height + 2, width + 2), np.iinfo(free_dtype).max, dtype=free_dtype)
     labels = np.zeros((height + 2, width + 2), dtype=markers.dtype)
-    state = np.zeros((height + 2, width + 2), dtype=np.uint8)
     if mask is None:
+        free_level[1:-1, 1:-1] = levels
         labels[1:-1, 1:-1] = markers
-        state[1:-1, 1:-1] = 1
     else:
+        np.copyto(free_level[1:-1, 1:-1], levels, where=mask)
         np.multiply(markers, mask, out=labels[1:-1, 1:-1], casting="unsafe")
-        state[1:-1, 1:-1] = mask
     if labels.size:
         load_extension("_watershed").flood(
-            padded_levels.ravel(),
+            free_level.ravel(),
             labels.ravel(),
-            state.ravel(),
             _neighbour_offsets(width + 2, connectivity),
+            width + 2,
             n_levels,
         )
     return labels[1:-1, 1:-1].copy()

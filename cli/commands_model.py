@@ -41,6 +41,9 @@ def train_command(
     patience: int = typer.Option(10, help="Early stopping: epochs without a better validation loss."),
     max_minutes: Optional[float] = typer.Option(None, help="Stop after this much wall time."),
     seed: int = typer.Option(0, help="Random seed of weights, crops and augmentation."),
+    deterministic: bool = typer.Option(
+        True, "--deterministic/--no-deterministic", help="Deterministic TensorFlow kernels (bit-identical reruns)."
+    ),
     invert: bool = typer.Option(False, "--invert", help="Images have bright cell walls: invert them for the model."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips, rotations, warps, intensity."),
 ) -> None:
@@ -68,6 +71,7 @@ def train_command(
         patience=patience,
         max_minutes=max_minutes,
         seed=seed,
+        deterministic=deterministic,
         invert=invert,
         augmentation=Augmentation() if augment else Augmentation.none(),
         command=_command_line(),

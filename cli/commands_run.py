@@ -1,3 +1,142 @@
-"""``cellpipe run``."""
+"""``cellpipe run``: the nightly batch (Luigi), with a progress bar and a final table."""
 
-from cellpipe.cli import app  # noqa: F401
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cellpipe.cli import app
+
+DATE_FORMATS = ["%Y-%m-%d"]
+#: Failed images listed in the final table (all of them are in --summary-json).
+SHOWN_FAILURES = 20
+
+
+@app.command("run")
+def run_command(
+    date: Optional[dt.datetime] = typer.Option(
+        None, formats=DATE_FORMATS, help="Dated batch: the images of INPUT/YYYY-MM-DD/. "
+        "Default: everything new under INPUT/."),
+    since: Optional[dt.datetime] = typer.Option(
+        None, formats=DATE_FORMATS, help="Backfill the dated batches from this date (Luigi RangeDaily)."),
+    until: Optional[dt.datetime] = typer.Option(
+        None, formats=DATE_FORMATS, help="Last date of a backfill (inclusive). Default: today."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="Input folder. Default: [cellpipe] input."),
+    output: Optional[str] = typer.Option(
+        None, "--output", "-o", help="Folder for <stem>_labels.tif and <stem>_cells.csv, by batch date. "
+        "Default: [cellpipe] output, else results/ next to the SQLite database."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL. Default: CELLPIPE_DB_URL, "
+                                     "[cellpipe] db_url, else SQLite in the user's data directory."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="U-Net .keras file. Default: the shipped model."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes, each loading the model once."),
+    scheduler_url: Optional[str] = typer.Option(
+        None, "--scheduler-url", help="Shared luigid, e.g. http://scheduler-host:8082. Default: the local "
+        "scheduler (1 worker) or a private luigid on a loopback port (several)."),
+    edge_threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
+    min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
+) -> None:
+    """Segment every image of a batch and store its cells; exit code per luigi.cfg [retcode]."""
+    from cellpipe.db import DatabaseError
+    from cellpipe.settings import Settings
+    from cellpipe.tasks.context import ModelNotFoundError
+    from cellpipe.tasks.runner import BatchRequest, BatchRequestError, run_batch
+    from cellpipe.tasks.sources import SourceError
+
+    console = Console(stderr=True)
+    try:
+        settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
+                                  "edge_threshold": edge_threshold, "min_area": min_area})
+        request = BatchRequest(
+            settings, date=date.date() if date else None, since=since.date() if since else None,
+            until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,
+            retry_failed=retry_failed,
+        )
+        with _BatchProgress(console) as progress:
+            report = run_batch(request, on_event=progress.on_event)
+    except (BatchRequestError, SourceError, ModelNotFoundError, DatabaseError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    _print_report(console, report)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
+    raise typer.Exit(report.exit_code())
+
+
+class _BatchProgress:
+    """A rich progress bar fed by batch events: images done, failed, throughput."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed[/red]  {task.fields[skipped]} skipped"),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+        )
+        self.bar = None
+        self.started = 0.0
+        self.processed = 0
+
+    def __enter__(self) -> "_BatchProgress":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def on_event(self, event) -> None:
+        import time
+
+        if event.kind == "planned":
+            data = event.data
+            self.bar = self.progress.add_task("segmenting", total=data["total"], completed=data["skipped"],
+                                              failed=len(data["unreadable"]), skipped=data["skipped"], rate="")
+            self.progress.advance(self.bar, len(data["unreadable"]))
+            for name, reason in data["unreadable"]:
+                self.console.print(f"[red]failed[/red] {name}: {reason}")
+            self.started = time.perf_counter()
+        elif event.kind == "model_loaded":
+            self.console.print(f"worker {event.worker}: model loaded in {event.seconds:.1f} s (pid {event.data['pid']})")
+        elif event.kind in ("stored", "already_stored", "failed") and self.bar is not None:
+            self.processed += 1
+            task = self.progress.tasks[self.bar]
+            failed = task.fields["failed"] + (event.kind == "failed")
+            skipped = task.fields["skipped"] + (event.kind == "already_stored")
+            rate = self.processed / max(time.perf_counter() - self.started, 1e-9)
+            self.progress.update(self.bar, advance=1, failed=failed, skipped=skipped, rate=f"{rate:.2f} img/s")
+            if event.kind == "failed":
+                self.console.print(f"[red]failed[/red] {event.name}: {event.reason}")
+        elif event.kind == "task_error":
+            self.console.print(f"[yellow]error[/yellow] {event.name}: {event.reason} (not recorded; retried later)")
+
+
+def _print_report(console: Console, report) -> None:
+    table = Table(title=f"cellpipe run {report.run_id}: {report.scheduler}, {len(report.workers)} worker(s)")
+    table.add_column("images")
+    table.add_column("count", justify="right")
+    labels = {"stored": "stored by this run", "stored_elsewhere": "stored by other workers",
+              "skipped": "skipped (already done)", "failed": "failed", "pending": "not done (retried next run)"}
+    for category, count in report.counts.items():
+        table.add_row(labels[category], str(count), style="red" if category == "failed" and count else None)
+    if report.duplicates:
+        table.add_row("duplicate files (same bytes)", str(report.duplicates))
+    table.add_row("cells stored", str(sum(line.n_cells or 0 for line in report.images if line.category == "stored")))
+    table.add_row("throughput", f"{report.throughput:.2f} images/s in {report.seconds:.1f} s")
+    if report.stage_seconds:
+        stages = ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in report.stage_seconds.items())
+        table.add_row("mean time per image", stages)
+    console.print(table)
+    failures = [line for line in report.images if line.category in ("failed", "pending")]
+    for line in failures[:SHOWN_FAILURES]:
+        console.print(f"[red]{line.category}[/red] {line.name}: {line.reason}")
+    if len(failures) > SHOWN_FAILURES:
+        console.print(f"... and {len(failures) - SHOWN_FAILURES} more (see --summary-json)")
+    console.print(f"results in {report.output}; exit code {report.exit_code()}")

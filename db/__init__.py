@@ -25,7 +25,7 @@ from cellpipe.db.engine import (
     read_connection,
     write_transaction,
 )
-from cellpipe.db.export import export
+from cellpipe.db.exports import export
 from cellpipe.db.models import Base, Cell, Image, Model, Run, Segmentation
 from cellpipe.db.queries import QueryError, QueryResult, ReadOnlyError, prepare_for_reading, readonly_query
 from cellpipe.db.registry import get_default_model, get_model, list_models, register_model, set_default_model

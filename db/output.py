@@ -67,10 +67,38 @@ def plain_value(value: Any) -> Any:
 def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]], stream: TextIO) -> int:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(columns)
-    count = 0
-    for count, row in enumerate(rows, start=1):
-        writer.writerow(_csv_value(value) for value in row)
-    return count
+    iterator = iter(rows)
+    sample = list(itertools.islice(iterator, TABLE_SAMPLE_ROWS))
+    # csv's C loop writes numbers and strings itself; convert only the columns that
+    # hold dates, times or JSON documents in the first rows.
+    converted = [
+        index for index in range(len(columns))
+        if any(isinstance(row[index], (dt.date, dt.time, dict, list)) for row in sample)
+    ]
+    counter = _Counter()
+    batches = itertools.chain(sample, iterator)
+    if converted:
+        batches = (_converted(row, converted) for row in batches)
+    writer.writerows(counter.count(batches))
+    return counter.rows
+
+
+class _Counter:
+    """Counts the rows that pass through :meth:`count`."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def count(self, rows: Iterable[Any]) -> Iterator[Any]:
+        for self.rows, row in enumerate(rows, start=1):  # noqa: B007
+            yield row
+
+
+def _converted(row: Sequence[Any], indices: list[int]) -> list[Any]:
+    values = list(row)
+    for index in indices:
+        values[index] = _csv_value(values[index])
+    return values
 
 
 def _csv_value(value: Any) -> Any:

@@ -23,17 +23,38 @@ import json
 import socket
 from typing import Any, Mapping
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import DateTime, bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cellpipe import __version__
 from cellpipe.db.bulk import cell_columns, insert_cells
 from cellpipe.db.engine import Bind, read_connection, write_transaction
-from cellpipe.db.models import RUN_STATUSES, Cell, Image, Run, Segmentation
+from cellpipe.db.models import RUN_STATUSES, Image, JSONDocument, Run, Segmentation
 from cellpipe.db.values import canonical, dialect_insert, sha256_hex, utc_now
 
 MAX_ERROR_LENGTH = 10_000
-_SEGMENTATION_KEY = ["image_id", "model_id", "param_hash"]
+
+# The statements of store_segmentation, built once: they run once per image, and
+# building SQLAlchemy constructs costs more than running them. ON CONFLICT and
+# RETURNING are spelled the same on SQLite and PostgreSQL.
+_UPSERT_SEGMENTATION = text(
+    """
+    INSERT INTO segmentations
+        (image_id, model_id, param_hash, parameters, run_id, n_cells, label_uri, timings, stored_at)
+    VALUES
+        (:image_id, :model_id, :param_hash, :parameters, :run_id, :n_cells, :label_uri, :timings, :stored_at)
+    ON CONFLICT (image_id, model_id, param_hash) DO UPDATE SET
+        parameters = excluded.parameters, run_id = excluded.run_id, n_cells = excluded.n_cells,
+        label_uri = excluded.label_uri, timings = excluded.timings, stored_at = excluded.stored_at
+    RETURNING id
+    """
+).bindparams(
+    bindparam("parameters", type_=JSONDocument),
+    bindparam("timings", type_=JSONDocument),
+    bindparam("stored_at", type_=DateTime(timezone=True)),
+)
+_DELETE_CELLS = text("DELETE FROM cells WHERE segmentation_id = :segmentation_id")
+_MARK_SEGMENTED = text("UPDATE images SET status = 'segmented', last_error = NULL WHERE id = :image_id")
 
 
 def parameter_hash(parameters: Mapping[str, Any]) -> str:
@@ -242,17 +263,10 @@ def store_segmentation(
     )
     try:
         with write_transaction(bind) as connection:
-            statement = dialect_insert(connection, Segmentation).values(**values)
-            replaced = {name: statement.excluded[name] for name in values if name not in _SEGMENTATION_KEY}
-            segmentation_id = connection.execute(
-                statement.on_conflict_do_update(index_elements=_SEGMENTATION_KEY, set_=replaced)
-                .returning(Segmentation.id)
-            ).scalar_one()
-            connection.execute(delete(Cell).where(Cell.segmentation_id == segmentation_id))
+            segmentation_id = connection.execute(_UPSERT_SEGMENTATION, values).scalar_one()
+            connection.execute(_DELETE_CELLS, {"segmentation_id": segmentation_id})
             insert_cells(connection, segmentation_id, columns)
-            connection.execute(
-                update(Image).where(Image.id == image_id).values(status="segmented", last_error=None)
-            )
+            connection.execute(_MARK_SEGMENTED, {"image_id": image_id})
     except IntegrityError as error:
         if "foreign key" in str(error.orig).lower():
             raise LookupError(

@@ -1,20 +1,20 @@
 # cython: language_level=3
 """One pass over a label image: the per-cell sums behind ``cellpipe.measure``.
 
-:func:`accumulate_cells` walks the label image row by row, with three rows of byte masks
-in a rolling buffer (rows r-1, r, r+1):
+:func:`accumulate_cells` walks the label image row by row, keeping byte masks for rows
+r-1, r and r+1 in a rolling buffer. For each row it
 
-1. comparisons of row r+1 with its right neighbours and with row r+2 (below, below-left,
-   below-right), and from them its border pixels; these loops vectorise;
-2. the perimeter weight of every pixel of row r, from the masks of rows r-1, r, r+1
-   (byte arithmetic, vectorised; see ``_perimeter_weights``);
-3. the runs of equal labels in row r, found 8 pixels at a time in the right-neighbour
-   mask. Each run updates its cell's pixel count, bounding box and raw moments in closed
-   form (sums of an arithmetic series) and adds up its perimeter weights 8 at a time.
+1. compares row r+1 with its right neighbours and with row r+2 and flags its border
+   pixels (labelled pixels with a 4-neighbour of another label or outside the image);
+   these loops vectorise, and are the only work done for every pixel;
+2. walks the runs of equal labels of row r, 64 pixels at a time through a bitmap of
+   label changes. A run updates its cell's pixel count, bounding box and raw moments in
+   closed form (sums of an arithmetic series);
+3. scores the border pixels of each run (a bitmap again) with skimage's perimeter code.
 
-Moments are accumulated in int64 relative to each cell's first pixel (in raster order),
-which keeps them exact on large images. Everything that is O(number of cells) (sorting,
-central moments, eigenvalues) happens afterwards in numpy, in ``cellpipe/measure.py``.
+Moments are exact int64 sums of absolute coordinates. Everything that is O(number of
+cells) (sorting, central moments, eigenvalues) happens afterwards in numpy, in
+``cellpipe/measure.py``.
 """
 
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t,
@@ -50,16 +50,15 @@ ctypedef fused intensity_t:
 cdef struct CellSums:
     int64_t label
     int64_t area
-    int64_t row0            # first pixel of the cell in raster order: the moment origin
-    int64_t col0
-    int64_t sum_r           # sums of (row - row0), (col - col0) and their products
+    int64_t row_min         # bbox: rows [row_min, row_stop), columns [col_min, col_stop)
+    int64_t col_min
+    int64_t row_stop
+    int64_t col_stop
+    int64_t sum_r           # sums of row, column and their products over the cell's pixels
     int64_t sum_c
     int64_t sum_rr
     int64_t sum_cc
     int64_t sum_rc
-    int64_t row_stop        # bbox: rows [row0, row_stop), columns [col_min, col_stop)
-    int64_t col_min
-    int64_t col_stop
     int64_t perimeter_halves           # perimeter = (halves + sqrt(2) * diagonal_halves) / 2
     int64_t perimeter_diagonal_halves
     double intensity_sum
@@ -70,8 +69,8 @@ cdef struct CellSums:
 # Field order and types must match CellSums exactly (checked below at import).
 CELL_SUMS_DTYPE = np.dtype(
     [(name, np.int64) for name in (
-        "label", "area", "row0", "col0", "sum_r", "sum_c", "sum_rr", "sum_cc", "sum_rc",
-        "row_stop", "col_min", "col_stop", "perimeter_halves", "perimeter_diagonal_halves")]
+        "label", "area", "row_min", "col_min", "row_stop", "col_stop", "sum_r", "sum_c",
+        "sum_rr", "sum_cc", "sum_rc", "perimeter_halves", "perimeter_diagonal_halves")]
     + [(name, np.float64) for name in ("intensity_sum", "intensity_min", "intensity_max")]
 )
 if CELL_SUMS_DTYPE.itemsize != sizeof(CellSums):
@@ -90,6 +89,22 @@ NEGATIVE_LABEL = 1
 LABEL_ABOVE_TABLE_LIMIT = 2
 cdef int _OK = 0, _NEGATIVE = 1, _ABOVE_LIMIT = 2, _NO_MEMORY = 3
 
+# skimage's perimeter weight of a border pixel by its code 1 + 2 a + 10 d, where a (d) is
+# the number of its 4-neighbours (diagonal neighbours) that are border pixels of the same
+# cell: 1 for codes 5, 7, 15, 17, 25, 27; sqrt(2) for 21, 33; (1 + sqrt(2)) / 2 for 13, 23.
+# Kept exact as counts of halves of 1 and of halves of sqrt(2).
+cdef int64_t HALVES[50]
+cdef int64_t DIAGONAL_HALVES[50]
+memset(HALVES, 0, sizeof(HALVES))
+memset(DIAGONAL_HALVES, 0, sizeof(DIAGONAL_HALVES))
+for _code in (5, 7, 15, 17, 25, 27):
+    HALVES[_code] = 2
+for _code in (21, 33):
+    DIAGONAL_HALVES[_code] = 2
+for _code in (13, 23):
+    HALVES[_code] = 1
+    DIAGONAL_HALVES[_code] = 1
+
 
 cdef struct Run:
     int64_t start
@@ -107,73 +122,75 @@ cdef struct Scan:
 
 
 cdef struct RowMasks:
-    # One byte per pixel, 1 = true. Index -1 and n_cols .. n_cols + 7 are readable padding.
+    # Bytes, one per pixel, 0 or 1; index -1 and n_cols are readable and 0 for border.
     uint8_t* border       # labelled, with a 4-neighbour of another label or outside
     uint8_t* right        # differs from the pixel to the right (1 in the last column)
     uint8_t* below        # differs from the pixel below (1 in the last row)
-    uint8_t* below_left   # differs from the pixel below-left (1 in first column/last row)
-    uint8_t* below_right  # differs from the pixel below-right (1 in last column/last row)
+    # The same as bitmaps, 64 pixels per word.
+    uint64_t* border_bits
+    uint64_t* right_bits
 
 
 cdef extern from *:
     """
     #include <stdint.h>
-    #include <string.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
     #if defined(_MSC_VER)
     #include <intrin.h>
     #endif
-    /* Index of the first nonzero byte of mask at or after ``start``. The caller
-       guarantees that one exists and that 7 bytes past it are readable. */
-    static inline Py_ssize_t cellpipe_next_set(const uint8_t *mask, Py_ssize_t start) {
-        uint64_t word;
-        for (;;) {
-            memcpy(&word, mask + start, 8);
-            if (word) {
-    #if defined(_MSC_VER)
-                unsigned long bit;
-                _BitScanForward64(&bit, word);
-    #elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-                int bit = __builtin_clzll(word);
-    #else
-                int bit = __builtin_ctzll(word);
-    #endif
-                return start + (Py_ssize_t)(bit >> 3);
+
+    /* Pack 64 * n_words bytes, each 0 or 1, into n_words bitmaps (pixel c is bit c % 64). */
+    static void cellpipe_pack_bits(const uint8_t *bytes, uint64_t *bits, Py_ssize_t n_words) {
+        Py_ssize_t k;
+        int j;
+        for (k = 0; k < n_words; k++) {
+            const uint8_t *p = bytes + 64 * k;
+            uint64_t word = 0;
+    #if defined(__SSE2__)
+            const __m128i zero = _mm_setzero_si128();
+            for (j = 0; j < 4; j++) {
+                __m128i chunk = _mm_loadu_si128((const __m128i *)(p + 16 * j));
+                word |= (uint64_t)(uint16_t)_mm_movemask_epi8(_mm_cmpgt_epi8(chunk, zero))
+                        << (16 * j);
             }
-            start += 8;
+    #else
+            for (j = 0; j < 64; j++) {
+                word |= (uint64_t)(p[j] != 0) << j;
+            }
+    #endif
+            bits[k] = word;
         }
     }
 
-    /* Sums of the low and of the high nibbles of the bytes mask[start:stop]
-       (each nibble at most 2, so 8 of them fit in a byte). 7 bytes past stop are
-       readable. */
-    static inline void cellpipe_sum_nibbles(const uint8_t *mask, Py_ssize_t start,
-                                            Py_ssize_t stop, int64_t *low, int64_t *high) {
-        const uint64_t nibbles = 0x0F0F0F0F0F0F0F0FULL, ones = 0x0101010101010101ULL;
-        uint64_t word, sum_low = 0, sum_high = 0;
-        Py_ssize_t i;
-        for (i = start; i < stop; i += 8) {
-            memcpy(&word, mask + i, 8);
-            if (stop - i < 8) {
-    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-                word &= ~(~0ULL >> (8 * (stop - i)));
+    /* Index of the lowest set bit of a nonzero word. */
+    static inline int cellpipe_lowest_bit(uint64_t word) {
+    #if defined(_MSC_VER)
+        unsigned long bit;
+        _BitScanForward64(&bit, word);
+        return (int)bit;
     #else
-                word &= ~(~0ULL << (8 * (stop - i)));
+        return __builtin_ctzll(word);
     #endif
-            }
-            sum_low += ((word & nibbles) * ones) >> 56;
-            sum_high += (((word >> 4) & nibbles) * ones) >> 56;
-        }
-        *low += (int64_t)sum_low;
-        *high += (int64_t)sum_high;
+    }
+
+    /* Ask for the cache line at address ahead of its use (a hint; no-op elsewhere). */
+    static inline void cellpipe_prefetch(const void *address) {
+    #if defined(__GNUC__)
+        __builtin_prefetch(address);
+    #endif
     }
     """
-    Py_ssize_t _next_set "cellpipe_next_set" (const uint8_t* mask, Py_ssize_t start) noexcept nogil
-    void _sum_nibbles "cellpipe_sum_nibbles" (const uint8_t* mask, Py_ssize_t start, Py_ssize_t stop,
-                                              int64_t* low, int64_t* high) noexcept nogil
+    void _pack_bits "cellpipe_pack_bits" (const uint8_t* bytes, uint64_t* bits,
+                                          Py_ssize_t n_words) noexcept nogil
+    int _lowest_bit "cellpipe_lowest_bit" (uint64_t word) noexcept nogil
+    void _prefetch "cellpipe_prefetch" (const void* address) noexcept nogil
 
 
 cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_cols,
-                       const uint8_t* above_differs, RowMasks* masks) noexcept nogil:
+                       Py_ssize_t n_words, const uint8_t* above_differs,
+                       RowMasks* masks) noexcept nogil:
     """Fill ``masks`` for one row. ``below`` is the next row, or NULL for the last row;
     ``above_differs`` is the previous row's ``masks.below`` (all 1 for the first row)."""
     # Local pointers: a byte store may alias anything, so fields read through ``masks``
@@ -181,63 +198,100 @@ cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_co
     cdef uint8_t* border = masks.border
     cdef uint8_t* right = masks.right
     cdef uint8_t* below_differs = masks.below
-    cdef uint8_t* below_left = masks.below_left
-    cdef uint8_t* below_right = masks.below_right
-    cdef Py_ssize_t c
+    cdef Py_ssize_t c, last = n_cols - 1
+    cdef label_t x
+    cdef uint8_t differs_below, differs_right
+    # One pass per row; the first and last columns, whose outer neighbour lies outside
+    # the image, are redone after it.
     if below != NULL:
-        for c in range(n_cols):
-            below_differs[c] = row[c] != below[c]
-        for c in range(n_cols - 1):
-            below_right[c] = row[c] != below[c + 1]
-        for c in range(1, n_cols):
-            below_left[c] = row[c] != below[c - 1]
-        below_right[n_cols - 1] = 1
-        below_left[0] = 1
+        for c in range(1, last):
+            x = row[c]
+            differs_below = x != below[c]
+            differs_right = x != row[c + 1]
+            below_differs[c] = differs_below
+            right[c] = differs_right
+            border[c] = (x != 0) & (differs_right | (x != row[c - 1]) | above_differs[c]
+                                    | differs_below)
+        below_differs[0] = row[0] != below[0]
+        below_differs[last] = row[last] != below[last]
     else:
+        for c in range(1, last):
+            x = row[c]
+            right[c] = x != row[c + 1]
+            border[c] = x != 0
         memset(below_differs, 1, n_cols)
-        memset(below_right, 1, n_cols)
-        memset(below_left, 1, n_cols)
-    for c in range(n_cols - 1):
-        right[c] = row[c] != row[c + 1]
-    right[n_cols - 1] = 1
-    for c in range(n_cols):
-        border[c] = (row[c] != 0) & (right[c] | right[c - 1] | above_differs[c]
-                                     | below_differs[c])
+    right[last] = 1
+    if last > 0:
+        right[0] = row[0] != row[1]
+    border[0] = row[0] != 0
+    border[last] = row[last] != 0
+    _pack_bits(right, masks.right_bits, n_words)
+    _pack_bits(border, masks.border_bits, n_words)
 
 
-cdef void _perimeter_weights(const RowMasks* up, const RowMasks* row, const RowMasks* down,
-                             Py_ssize_t n_cols, uint8_t* weights) noexcept nogil:
-    """Write each pixel's perimeter weight, as ``halves + 16 * diagonal_halves``.
+cdef inline int _pixel_code(const label_t* up, const label_t* down, label_t v, Py_ssize_t c,
+                            Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n_cols,
+                            const RowMasks* masks_up, const RowMasks* masks,
+                            const RowMasks* masks_down) noexcept nogil:
+    """Return skimage's perimeter code of the border pixel c of the run [start, stop).
 
-    skimage's perimeter gives each border pixel the code ``1 + 2 a + 10 d``, with ``a``
-    (``d``) the number of its 4-neighbours (diagonal neighbours) that are border pixels of
-    the same cell, and the weight 1 for codes 5, 7, 15, 17, 25, 27 (a in {2, 3}, d <= 2),
-    sqrt(2) for 21, 33 (a = 0, d = 2 or a = 1, d = 3) and (1 + sqrt(2)) / 2 for 13, 23
-    (a = 1, d in {1, 2}). In halves of 1 and of sqrt(2): (2, 0), (0, 2) and (1, 1).
+    Border rows outside the image are all 0, as are index -1 and n_cols of every border
+    row, so the clamped label reads are masked out wherever a neighbour is outside.
     """
-    cdef const uint8_t* border = row.border
-    cdef const uint8_t* right = row.right
-    cdef const uint8_t* below = row.below
-    cdef const uint8_t* below_left = row.below_left
-    cdef const uint8_t* below_right = row.below_right
-    cdef const uint8_t* border_up = up.border
-    cdef const uint8_t* up_below = up.below
-    cdef const uint8_t* up_below_left = up.below_left
-    cdef const uint8_t* up_below_right = up.below_right
-    cdef const uint8_t* border_down = down.border
-    cdef Py_ssize_t c
-    cdef uint8_t a, d, straight, diagonal, mixed
-    for c in range(n_cols):
-        a = ((border[c - 1] & (right[c - 1] ^ 1)) + (border[c + 1] & (right[c] ^ 1))
-             + (border_up[c] & (up_below[c] ^ 1)) + (border_down[c] & (below[c] ^ 1)))
-        d = ((border_up[c - 1] & (up_below_right[c - 1] ^ 1))
-             + (border_up[c + 1] & (up_below_left[c + 1] ^ 1))
-             + (border_down[c - 1] & (below_left[c] ^ 1))
-             + (border_down[c + 1] & (below_right[c] ^ 1)))
-        straight = ((a == 2) | (a == 3)) & (d <= 2)
-        mixed = (a == 1) & ((d == 1) | (d == 2))
-        diagonal = ((a == 0) & (d == 2)) | ((a == 1) & (d == 3))
-        weights[c] = border[c] * (2 * straight + mixed + 16 * (mixed + 2 * diagonal))
+    cdef Py_ssize_t left = c - 1 if c > 0 else c
+    cdef Py_ssize_t right = c + 1 if c + 1 < n_cols else c
+    cdef const uint8_t* border_up = masks_up.border
+    cdef const uint8_t* border_down = masks_down.border
+    cdef int straight = (((c > start) & masks.border[c - 1])
+                         + ((c + 1 < stop) & masks.border[c + 1])
+                         + (border_up[c] & (masks_up.below[c] ^ 1))
+                         + (border_down[c] & (masks.below[c] ^ 1)))
+    cdef int diagonal = ((border_up[c - 1] & (up[left] == v))
+                         + (border_up[c + 1] & (up[right] == v))
+                         + (border_down[c - 1] & (down[left] == v))
+                         + (border_down[c + 1] & (down[right] == v)))
+    return 1 + 2 * straight + 10 * diagonal
+
+
+cdef inline void _add_run_perimeter(CellSums* cell, const label_t* row, const label_t* up,
+                                    const label_t* down, Py_ssize_t start, Py_ssize_t stop,
+                                    Py_ssize_t n_cols, const RowMasks* masks_up,
+                                    const RowMasks* masks,
+                                    const RowMasks* masks_down) noexcept nogil:
+    """Add the perimeter weights of the border pixels of the run row[start:stop]."""
+    cdef label_t v = row[start]
+    cdef int code
+    cdef int64_t halves = 0, diagonal_halves = 0
+    cdef Py_ssize_t c, word, last
+    cdef uint64_t bits
+    # The first and last pixels of a run are border pixels: their row neighbour differs.
+    code = _pixel_code(up, down, v, start, start, stop, n_cols, masks_up, masks, masks_down)
+    halves += HALVES[code]
+    diagonal_halves += DIAGONAL_HALVES[code]
+    if stop - start > 1:
+        code = _pixel_code(up, down, v, stop - 1, start, stop, n_cols, masks_up, masks,
+                           masks_down)
+        halves += HALVES[code]
+        diagonal_halves += DIAGONAL_HALVES[code]
+    # Pixels in between are border pixels where the row above or below differs.
+    last = stop - 2
+    word = (start + 1) >> 6
+    while word <= (last >> 6) and start + 1 <= last:
+        bits = masks.border_bits[word]
+        if word == (start + 1) >> 6:
+            bits &= ~0ULL << ((start + 1) & 63)
+        if word == last >> 6:
+            bits &= ~0ULL >> (63 - (last & 63))
+        while bits != 0:
+            c = (word << 6) + _lowest_bit(bits)
+            bits &= bits - 1
+            code = _pixel_code(up, down, v, c, start, stop, n_cols, masks_up, masks,
+                               masks_down)
+            halves += HALVES[code]
+            diagonal_halves += DIAGONAL_HALVES[code]
+        word += 1
+    cell.perimeter_halves += halves
+    cell.perimeter_diagonal_halves += diagonal_halves
 
 
 cdef inline int64_t _new_cell(Scan* scan, int64_t label, int64_t r, int64_t c) noexcept nogil:
@@ -253,8 +307,7 @@ cdef inline int64_t _new_cell(Scan* scan, int64_t label, int64_t r, int64_t c) n
     cell = &scan.cells[scan.n_cells]
     memset(cell, 0, sizeof(CellSums))
     cell.label = label
-    cell.row0 = r
-    cell.col0 = c
+    cell.row_min = r
     cell.col_min = c
     cell.intensity_min = INFINITY
     cell.intensity_max = -INFINITY
@@ -281,20 +334,21 @@ cdef inline int _grow_table(Scan* scan, int64_t label) noexcept nogil:
     return _OK
 
 
+cdef inline int64_t _sum_of_squares_below(int64_t n) noexcept nogil:
+    """Return 0**2 + 1**2 + ... + (n - 1)**2."""
+    return (n - 1) * n * (2 * n - 1) // 6
+
+
 cdef inline void _add_run(CellSums* cell, int64_t r, int64_t start, int64_t stop) noexcept nogil:
     """Add the pixels (r, start) .. (r, stop - 1) to the cell's count, bbox and moments."""
     cdef int64_t m = stop - start
-    cdef int64_t dr = r - cell.row0
-    cdef int64_t a = start - cell.col0
-    # sum and sum of squares of a, a + 1, ..., a + m - 1
-    cdef int64_t sum_c = m * a + m * (m - 1) // 2
-    cdef int64_t sum_cc = m * a * a + a * m * (m - 1) + (m - 1) * m * (2 * m - 1) // 6
+    cdef int64_t sum_c = m * (start + stop - 1) // 2
     cell.area += m
-    cell.sum_r += m * dr
-    cell.sum_rr += m * dr * dr
+    cell.sum_r += m * r
+    cell.sum_rr += m * r * r
     cell.sum_c += sum_c
-    cell.sum_cc += sum_cc
-    cell.sum_rc += dr * sum_c
+    cell.sum_cc += _sum_of_squares_below(stop) - _sum_of_squares_below(start)
+    cell.sum_rc += r * sum_c
     cell.row_stop = r + 1
     if start < cell.col_min:
         cell.col_min = start
@@ -349,89 +403,105 @@ cdef void _dispatch_intensity(const char* intensity, int kind, Py_ssize_t offset
 cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols,
                      const char* intensity, int intensity_kind, Scan* scan) noexcept nogil:
     """Accumulate every cell of the label image into ``scan``; return a status code."""
-    # 3 x 5 mask rows and one weight row, each with 8 bytes of padding on either side.
-    cdef Py_ssize_t stride = n_cols + 16
-    cdef uint8_t* buffer = <uint8_t*> calloc(16 * stride, 1)
+    cdef Py_ssize_t n_words = (n_cols + 63) // 64
+    # Byte rows are padded to whole words, plus 16 bytes on either side.
+    cdef Py_ssize_t stride = 64 * n_words + 32
+    cdef uint8_t* bytes = <uint8_t*> calloc(9 * stride, 1)
+    cdef uint64_t* words = <uint64_t*> calloc(6 * n_words, sizeof(uint64_t))
     cdef Run* runs = <Run*> malloc(n_cols * sizeof(Run))
     cdef RowMasks rings[3]
-    cdef RowMasks* up = &rings[0]
-    cdef RowMasks* this = &rings[1]
-    cdef RowMasks* down = &rings[2]
+    cdef RowMasks* masks_up = &rings[0]
+    cdef RowMasks* masks = &rings[1]
+    cdef RowMasks* masks_down = &rings[2]
     cdef RowMasks* spare
-    cdef uint8_t* weights
     cdef const label_t* row
-    cdef const label_t* below
-    cdef Py_ssize_t r, start, stop, n_runs, i
+    cdef const label_t* up
+    cdef const label_t* down
+    cdef Py_ssize_t r, start, stop, n_runs, i, word
+    cdef uint64_t bits
     cdef int64_t cell_index
     cdef CellSums* cell
     cdef label_t v
     cdef int status = _OK
-    if buffer == NULL or runs == NULL:
-        free(buffer)
+    if bytes == NULL or words == NULL or runs == NULL:
+        free(bytes)
+        free(words)
         free(runs)
         return _NO_MEMORY
     for i in range(3):
-        rings[i].border = buffer + 8 + (5 * i) * stride
+        rings[i].border = bytes + 16 + (3 * i) * stride
         rings[i].right = rings[i].border + stride
         rings[i].below = rings[i].right + stride
-        rings[i].below_left = rings[i].below + stride
-        rings[i].below_right = rings[i].below_left + stride
+        rings[i].border_bits = words + (2 * i) * n_words
+        rings[i].right_bits = rings[i].border_bits + n_words
         (rings[i].right - 1)[0] = 1  # the pixel left of the image differs
-    weights = buffer + 8 + 15 * stride
-    memset(up.below, 1, n_cols)  # the row above the image differs from row 0
+    memset(masks_up.below, 1, n_cols)  # the row above the image differs from row 0
 
-    _compare_row(labels, labels + n_cols if n_rows > 1 else NULL, n_cols, up.below, this)
+    _compare_row(labels, labels + n_cols if n_rows > 1 else NULL, n_cols, n_words,
+                 masks_up.below, masks)
     for r in range(n_rows):
         row = labels + r * n_cols
+        up = row - n_cols if r > 0 else row
+        down = row + n_cols if r + 1 < n_rows else row
         if r + 1 < n_rows:
-            below = row + 2 * n_cols if r + 2 < n_rows else NULL
-            _compare_row(row + n_cols, below, n_cols, this.below, down)
+            _compare_row(down, down + n_cols if r + 2 < n_rows else NULL, n_cols, n_words,
+                         masks.below, masks_down)
         else:
-            memset(down.border, 0, n_cols)  # the row below the image has no border pixels
-        _perimeter_weights(up, this, down, n_cols, weights)
+            memset(masks_down.border, 0, n_cols)  # no border pixels below the image
         n_runs = 0
         start = 0
-        while start < n_cols:
-            stop = _next_set(this.right, start) + 1
-            v = row[start]
-            if v != 0:
-                if label_t is int32_t or label_t is int64_t:
-                    if v < 0:
-                        status = _NEGATIVE
+        for word in range(n_words):
+            if r + 3 < n_rows:
+                # Fetch row r + 3 while this row is walked: its compare loop then finds it
+                # in cache instead of stalling on memory.
+                for i in range(sizeof(label_t)):
+                    _prefetch(<const char*> (row + 3 * n_cols + 64 * word) + 64 * i)
+            bits = masks.right_bits[word]
+            while bits != 0:
+                stop = (word << 6) + _lowest_bit(bits) + 1
+                bits &= bits - 1
+                v = row[start]
+                if v != 0:
+                    if label_t is int32_t or label_t is int64_t:
+                        if v < 0:
+                            status = _NEGATIVE
+                            break
+                    if <uint64_t> v >= <uint64_t> scan.table_limit:
+                        status = _ABOVE_LIMIT
                         break
-                if <uint64_t> v >= <uint64_t> scan.table_limit:
-                    status = _ABOVE_LIMIT
-                    break
-                if <int64_t> v >= scan.table_size:
-                    status = _grow_table(scan, <int64_t> v)
-                    if status != _OK:
-                        break
-                cell_index = scan.cell_of_label[v]
-                if cell_index < 0:
-                    cell_index = _new_cell(scan, <int64_t> v, r, start)
+                    if <int64_t> v >= scan.table_size:
+                        status = _grow_table(scan, <int64_t> v)
+                        if status != _OK:
+                            break
+                    cell_index = scan.cell_of_label[v]
                     if cell_index < 0:
-                        status = _NO_MEMORY
-                        break
-                    scan.cell_of_label[v] = <int32_t> cell_index
-                cell = &scan.cells[cell_index]
-                _add_run(cell, r, start, stop)
-                _sum_nibbles(weights, start, stop, &cell.perimeter_halves,
-                             &cell.perimeter_diagonal_halves)
-                runs[n_runs].start = start
-                runs[n_runs].stop = stop
-                runs[n_runs].cell = cell_index
-                n_runs += 1
-            start = stop
+                        cell_index = _new_cell(scan, <int64_t> v, r, start)
+                        if cell_index < 0:
+                            status = _NO_MEMORY
+                            break
+                        scan.cell_of_label[v] = <int32_t> cell_index
+                    cell = &scan.cells[cell_index]
+                    _add_run(cell, r, start, stop)
+                    _add_run_perimeter(cell, row, up, down, start, stop, n_cols, masks_up,
+                                       masks, masks_down)
+                    runs[n_runs].start = start
+                    runs[n_runs].stop = stop
+                    runs[n_runs].cell = cell_index
+                    n_runs += 1
+                start = stop
+            if status != _OK:
+                break
         if status != _OK:
             break
         if intensity_kind != 0:
             _dispatch_intensity(intensity, intensity_kind, r * n_cols, runs, n_runs,
                                 scan.cells)
-        spare = up
-        up = this
-        this = down
-        down = spare
-    free(buffer)
+        spare = masks_up
+        masks_up = masks
+        masks = masks_down
+        masks_down = spare
+    free(bytes)
+    free(words)
     free(runs)
     return status
 

@@ -28,21 +28,38 @@ heap exactly while markers remain, then finishes with a bucket queue:
    Either replay stops as soon as every marker that touches a free pixel has popped:
    the remaining markers can push nothing.
 2. Flood phase: every key left or pushed later is distinct and every later push has a
-   larger age, so one FIFO per grey level (a growable array) pops them in exactly the heap's ``(value, age)`` order, at O(1) per pixel.
+   larger age, so one FIFO per grey level (a growable array) pops them in exactly
+   the heap's ``(value, age)`` order, at O(1) per pixel.
+
+The flood is bound by memory latency (the FIFO of one level visits every cell of the
+image in turn), so each pixel's state and level share one array (``free_level``) and
+the neighbourhoods of pixels a few places ahead in the FIFO are prefetched.
 """
 
 cimport cython
 cimport numpy as cnp
-from libc.stdint cimport int32_t, uint8_t, uint64_t
+from libc.stdint cimport int32_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 
 import numpy as np
 
 cnp.import_array()
 
-ctypedef fused level_t:
-    cnp.uint8_t
-    cnp.uint16_t
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define CELLPIPE_PREFETCH(address) __builtin_prefetch(address)
+    #else
+    #define CELLPIPE_PREFETCH(address) ((void)0)
+    #endif
+    """
+    void prefetch "CELLPIPE_PREFETCH" (const void *address) noexcept nogil
+
+# ``free_level`` holds a pixel's grey level while it is free (inside the mask and
+# unlabelled); afterwards one of two sentinels above every level.
+ctypedef fused avail_t:
+    uint16_t             # for uint8 elevations
+    uint32_t             # for uint16 elevations
 
 ctypedef fused label_t:
     cnp.int8_t
@@ -54,14 +71,18 @@ ctypedef fused label_t:
     cnp.uint32_t
     cnp.uint64_t
 
-
-cdef enum PixelState:
-    BLOCKED = 0          # outside the image or the mask, or already labelled
-    FREE = 1             # inside the mask and not labelled yet
-    FRONTIER_MARKER = 2  # a marker with at least one FREE neighbour at the start
+cdef inline avail_t blocked_sentinel(avail_t[::1] free_level) noexcept nogil:
+    # Labelled or outside the mask; one less marks a frontier marker. Both lie above
+    # every grey level, so ``free_level[q] < frontier`` means "q is free".
+    if avail_t is uint16_t:
+        return 0xFFFF
+    else:
+        return 0xFFFFFFFF
 
 
 cdef uint64_t AGE_MASK = 0xFFFFFFFF
+# How many FIFO places ahead the flood prefetches a pixel's neighbourhood.
+cdef Py_ssize_t PREFETCH_DISTANCE = 32
 
 
 cdef struct HeapItem:
@@ -171,36 +192,37 @@ cdef int compare_keys(const void *a, const void *b) noexcept nogil:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 def flood(
-    const level_t[::1] levels,
+    avail_t[::1] free_level,
     label_t[::1] labels,
-    uint8_t[::1] state,
     const cnp.intp_t[::1] offsets,
+    Py_ssize_t row_stride,
     Py_ssize_t n_levels,
 ):
-    """Flood ``labels`` in place from its nonzero pixels over ``levels``.
+    """Flood ``labels`` in place from its nonzero pixels.
 
     Parameters
     ----------
-    levels : 1-D uint8 or uint16 array
-        Raveled, padded elevation.
+    free_level : 1-D uint16 (uint8 elevation) or uint32 (uint16 elevation) array
+        Raveled, padded elevation where a pixel may be labelled (inside the mask), the
+        dtype's maximum elsewhere, including the one-pixel padding border. Overwritten.
     labels : 1-D integer array
-        Raveled, padded markers (0 = unlabelled); receives the labels.
-    state : 1-D uint8 array
-        1 where a pixel may be labelled (inside the mask), 0 elsewhere, including the
-        one-pixel padding border. Overwritten.
+        Raveled, padded markers (0 = unlabelled, also outside the mask); receives the
+        labels.
     offsets : 1-D intp array
         Raveled neighbour offsets in scikit-image's order (at most 8).
+    row_stride : int
+        Padded width: the raveled offset of the pixel below.
     n_levels : int
         Number of grey levels (256 or 65536).
     """
     cdef Py_ssize_t n_pixels = labels.shape[0]
     cdef Py_ssize_t n_offsets = offsets.shape[0]
-    cdef Py_ssize_t p, q, k, i, level, n_markers = 0, n_frontier = 0
+    cdef Py_ssize_t p, k, i, level, n_markers = 0, n_frontier = 0
     cdef Py_ssize_t lowest_marker_level = n_levels, highest_marker_level = -1
     cdef Py_ssize_t offset[8]
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
     cdef Buckets buckets
     cdef Heap heap
-    cdef int failed = 0
 
     if n_offsets > 8:
         raise ValueError("at most 8 neighbour offsets are supported")
@@ -211,23 +233,27 @@ def flood(
         if labels[p] != 0:
             n_markers += 1
     cdef int32_t[::1] markers = np.empty(max(n_markers, 1), dtype=np.int32)
+    cdef int32_t[::1] marker_levels = np.empty(max(n_markers, 1), dtype=np.int32)
 
     with nogil:
         i = 0
         for p in range(n_pixels):
             if labels[p] != 0:
+                level = free_level[p]
                 markers[i] = <int32_t>p
-                state[p] = BLOCKED
+                marker_levels[i] = <int32_t>level
+                free_level[p] = blocked
                 i += 1
-                if levels[p] < lowest_marker_level:
-                    lowest_marker_level = levels[p]
-                if levels[p] > highest_marker_level:
-                    highest_marker_level = levels[p]
+                if level < lowest_marker_level:
+                    lowest_marker_level = level
+                if level > highest_marker_level:
+                    highest_marker_level = level
+        # A marker touching a free pixel is on the frontier; only those push anything.
         for i in range(n_markers):
             p = markers[i]
             for k in range(n_offsets):
-                if state[p + offset[k]] == FREE:
-                    state[p] = FRONTIER_MARKER
+                if free_level[p + offset[k]] < frontier:
+                    free_level[p] = frontier
                     n_frontier += 1
                     break
 
@@ -241,7 +267,7 @@ def flood(
         if lowest_marker_level == highest_marker_level:
             with nogil:
                 _replay_tied_markers(
-                    levels, labels, state, offset, n_offsets, markers, n_frontier,
+                    free_level, labels, offset, n_offsets, markers, n_frontier,
                     lowest_marker_level, &buckets,
                 )
         else:
@@ -252,14 +278,16 @@ def flood(
                 raise MemoryError()
             with nogil:
                 if _replay_heap(
-                    levels, labels, state, offset, n_offsets, markers, n_frontier,
-                    &heap, &buckets,
+                    free_level, labels, offset, n_offsets, markers, marker_levels,
+                    n_frontier, &heap, &buckets,
                 ):
                     buckets.failed = 1
             free(heap.items)
         if not buckets.failed:
             with nogil:
-                _flood_buckets(levels, labels, state, offset, n_offsets, n_levels, &buckets)
+                _flood_buckets(
+                    free_level, labels, offset, n_offsets, row_stride, n_levels, &buckets
+                )
     finally:
         for level in range(n_levels):
             free(buckets.levels[level].pixels)
@@ -271,9 +299,8 @@ def flood(
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _replay_tied_markers(
-    const level_t[::1] levels,
+    avail_t[::1] free_level,
     label_t[::1] labels,
-    uint8_t[::1] state,
     Py_ssize_t *offset,
     Py_ssize_t n_offsets,
     int32_t[::1] slots,
@@ -285,6 +312,7 @@ cdef void _replay_tied_markers(
     cdef Py_ssize_t n_markers = slots.shape[0]
     cdef Py_ssize_t heap_size = n_markers, i, child, k, q, level
     cdef int32_t marker, last
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
     cdef label_t label
     while n_frontier > 0:
         marker = slots[0]
@@ -309,16 +337,16 @@ cdef void _replay_tied_markers(
                         continue
                     break
                 slots[i] = -1
-        if state[marker] != FRONTIER_MARKER:
+        if free_level[marker] != frontier:
             continue
         n_frontier -= 1
         label = labels[marker]
         for k in range(n_offsets):
             q = marker + offset[k]
-            if state[q] == FREE:
-                state[q] = BLOCKED
+            level = free_level[q]
+            if level < frontier:
+                free_level[q] = blocked
                 labels[q] = label
-                level = levels[q]
                 if level < marker_level:
                     level = marker_level
                 bucket_push(buckets, level, q)
@@ -331,12 +359,12 @@ cdef void _replay_tied_markers(
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef int _replay_heap(
-    const level_t[::1] levels,
+    avail_t[::1] free_level,
     label_t[::1] labels,
-    uint8_t[::1] state,
     Py_ssize_t *offset,
     Py_ssize_t n_offsets,
     int32_t[::1] markers,
+    int32_t[::1] marker_levels,
     Py_ssize_t n_frontier,
     Heap *heap,
     Buckets *buckets,
@@ -344,27 +372,28 @@ cdef int _replay_heap(
     # Returns -1 when the heap cannot grow.
     cdef Py_ssize_t i, k, p, q
     cdef uint64_t value, level, age = 1
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
     cdef HeapItem item
     cdef label_t label
     for i in range(markers.shape[0]):
-        if heap_push(heap, (<uint64_t>levels[markers[i]]) << 32, markers[i]):
+        if heap_push(heap, (<uint64_t>marker_levels[i]) << 32, markers[i]):
             return -1
     while n_frontier > 0:
         item = heap_pop(heap)
         p = item.index
         if (item.key & AGE_MASK) == 0:
-            if state[p] != FRONTIER_MARKER:
+            if free_level[p] != frontier:
                 continue
             n_frontier -= 1
         value = item.key >> 32
         label = labels[p]
         for k in range(n_offsets):
             q = p + offset[k]
-            if state[q] == FREE:
-                state[q] = BLOCKED
+            level = free_level[q]
+            if level < frontier:
+                free_level[q] = blocked
                 labels[q] = label
                 age += 1
-                level = levels[q]
                 if level < value:
                     level = value
                 if heap_push(heap, (level << 32) | age, q):
@@ -380,15 +409,18 @@ cdef int _replay_heap(
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef void _flood_buckets(
-    const level_t[::1] levels,
+    avail_t[::1] free_level,
     label_t[::1] labels,
-    uint8_t[::1] state,
     Py_ssize_t *offset,
     Py_ssize_t n_offsets,
+    Py_ssize_t row_stride,
     Py_ssize_t n_levels,
     Buckets *buckets,
 ) noexcept nogil:
-    cdef Py_ssize_t level, k, p, q, target, position
+    cdef Py_ssize_t level, k, p, q, target, position, ahead
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
+    cdef avail_t *free_at = &free_level[0]
+    cdef label_t *label_at = &labels[0]
     cdef Bucket *bucket
     cdef label_t label
     for level in range(n_levels):
@@ -396,15 +428,21 @@ cdef void _flood_buckets(
         position = 0
         # Pushes to this level append while we read it (and may move its storage).
         while position < bucket.size:
+            if position + PREFETCH_DISTANCE < bucket.size:
+                ahead = bucket.pixels[position + PREFETCH_DISTANCE]
+                prefetch(free_at + ahead - row_stride)
+                prefetch(free_at + ahead)
+                prefetch(free_at + ahead + row_stride)
+                prefetch(label_at + ahead)
             p = bucket.pixels[position]
             position += 1
-            label = labels[p]
+            label = label_at[p]
             for k in range(n_offsets):
                 q = p + offset[k]
-                if state[q] == FREE:
-                    state[q] = BLOCKED
-                    labels[q] = label
-                    target = levels[q]
+                target = free_at[q]
+                if target < frontier:
+                    free_at[q] = blocked
+                    label_at[q] = label
                     if target < level:
                         target = level
                     bucket_push(buckets, target, q)

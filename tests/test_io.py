@@ -31,6 +31,12 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def tiff_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, array)
+    return buffer.getvalue()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """Return a PNG whose header claims width x height but which holds almost no data."""
 
@@ -127,6 +133,13 @@ def test_signed_16bit_tiff_becomes_exact_float32(tmp_path):
     result = read_image(tmp_path / "signed.tif")
     assert result.dtype == np.float32
     np.testing.assert_array_equal(result, image)
+
+
+@pytest.mark.parametrize("encode", [png_bytes, tiff_bytes])
+def test_returned_array_is_writable_and_contiguous(encode):
+    image = read_image(encode(ramp()))
+    assert image.flags.writeable and image.flags.c_contiguous
+    image[0, 0] = 1
 
 
 def test_bytes_give_the_same_image_as_the_path(tmp_path):
@@ -243,6 +256,12 @@ def test_many_channel_tiff_is_refused(tmp_path):
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((8, 9, 5), np.uint8), photometric="minisblack",
                      planarconfig="contig")
     assert "5 channels per pixel" in error_of(tmp_path / "five.tif").problem
+
+
+def test_volumetric_tiff_page_is_refused_as_not_2d(tmp_path):
+    tifffile.imwrite(tmp_path / "volume.tif", np.zeros((4, 32, 32), np.uint8), photometric="minisblack",
+                     tile=(16, 16), volumetric=True)
+    assert "shape (4, 32, 32), not 2-D" in error_of(tmp_path / "volume.tif").problem
 
 
 def test_single_row_image_is_refused():

@@ -58,7 +58,7 @@ def test_tiled_prediction_matches_whole_image_prediction_away_from_tile_seams(ti
 def test_an_image_that_fits_one_tile_is_predicted_like_the_whole_image(tiny_model):
     image = gray(64, 64, seed=5)
     whole = tiny_model(image[None, :, :, None], training=False).numpy()[0, :, :, 0]
-    np.testing.assert_allclose(predict_edges(tiny_model, image, tile=64), whole, atol=1e-5)
+    np.testing.assert_allclose(predict_edges(tiny_model, image, tile=64, overlap=16), whole, atol=1e-5)
 
 
 def test_batch_size_does_not_change_the_result(tiny_model):
@@ -72,11 +72,11 @@ def test_an_unfolded_predictor_follows_weight_changes(tiny_model):
     model = keras.models.clone_model(tiny_model)
     predictor = EdgePredictor(model, fold_batch_norm=False)
     image = gray(64, 64)
-    before = predictor(image, tile=64)
+    before = predictor(image, tile=64, overlap=16)
     final = model.get_layer("edge_probability")
     kernel, bias = final.get_weights()
     final.set_weights([kernel, bias + 1.0])
-    assert (predictor(image, tile=64) > before).all()
+    assert (predictor(image, tile=64, overlap=16) > before).all()
 
 
 @pytest.mark.parametrize("length, tile, overlap", [(64, 64, 16), (65, 64, 16), (500, 64, 16), (1000, 256, 32), (97, 64, 0)])
@@ -99,12 +99,12 @@ def test_tile_weights_ramp_only_towards_neighbours():
 )
 def test_invalid_images_are_rejected(tiny_model, image, match):
     with pytest.raises(ValueError, match=match):
-        predict_edges(tiny_model, image, tile=64)
+        predict_edges(tiny_model, image, tile=64, overlap=16)
 
 
 def test_a_tile_that_the_network_cannot_divide_is_rejected(tiny_model):
     with pytest.raises(ValueError, match="multiple of 4"):
-        predict_edges(tiny_model, gray(100, 100), tile=66)
+        predict_edges(tiny_model, gray(100, 100), tile=66, overlap=16)
 
 
 def test_an_overlap_of_half_a_tile_or_more_is_rejected(tiny_model):

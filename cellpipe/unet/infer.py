@@ -59,9 +59,10 @@ class EdgePredictor:
     ) -> np.ndarray:
         """Return the edge probability of ``image``; see :func:`predict_edges`."""
         image = _checked_image(image)
-        tile = self._tile_for(image.shape, tile)
         if not 0 <= overlap < tile // 2:
             raise ValueError(f"overlap must be in [0, tile/2) = [0, {tile // 2}), got {overlap}")
+        # A smaller tile is only chosen for an image that fits in it whole: no overlap then.
+        tile = self._tile_for(image.shape, tile)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         height, width = image.shape
@@ -95,7 +96,7 @@ class EdgePredictor:
         if tile not in self._compiled:
             network = self._network
 
-            @tf.function(input_signature=[tf.TensorSpec([None, tile, tile, 1], tf.float32)])
+            @tf.function(input_signature=[tf.TensorSpec([None, tile, tile, 1], tf.float32)], autograph=False)
             def forward(tiles):
                 return network(tiles, training=False)
 

@@ -69,7 +69,9 @@ class TrainConfig:
     seed : int
         Seeds weights, crops and augmentation; runs with the same seed repeat.
     deterministic : bool
-        Ask TensorFlow for deterministic kernels (same seed, same weights).
+        Ask TensorFlow for deterministic kernels (same seed, bit-identical weights).
+        This switch is process-wide and cannot be undone, so it is off by default in the
+        library and on by default in the command line.
     invert : bool
         Invert the contrast gray images (for bright cell walls): models see dark walls.
     augmentation : Augmentation
@@ -96,7 +98,7 @@ class TrainConfig:
     patience: int = 10
     max_minutes: float | None = None
     seed: int = 0
-    deterministic: bool = True
+    deterministic: bool = False
     invert: bool = False
     augmentation: Augmentation = field(default_factory=Augmentation)
     command: str = ""

@@ -1,0 +1,326 @@
+"""What a worker process holds for the whole batch: settings, database, model, listings.
+
+Luigi tasks are rebuilt from their parameters in every process, but an engine, a
+loaded U-Net and a batch listing should exist once per process. :class:`BatchContext`
+holds them; :func:`current` returns the context of this process (``cellpipe run``
+activates one per worker with :func:`activated`; a bare ``luigi --module
+cellpipe.tasks ...`` gets one built from :meth:`Settings.load`).
+
+Secrets stay here: the database URL never becomes a task parameter (parameters are
+sent to ``luigid`` and shown in its web page). Tasks carry :class:`BatchIdentity`
+instead, the password-free description of what they compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import cellpipe
+from cellpipe.pipeline import CellSegmenter, PipelineParams, file_sha256
+from cellpipe.results import write_results
+from cellpipe.segment import SegmentParams
+from cellpipe.settings import Settings, default_data_dir
+from cellpipe.tasks.sources import Listing, is_blob_uri, list_batch
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model named by the settings (or the shipped default) is not there."""
+
+
+def shipped_model_path() -> Path:
+    """Return where the model shipped with cellpipe lives (``cellpipe.unet.DEFAULT_MODEL_PATH``).
+
+    Computed here so that the coordinating process need not import TensorFlow.
+    """
+    return Path(cellpipe.__file__).resolve().parent / "models" / "default" / "model.keras"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model file and how the database names it.
+
+    Attributes
+    ----------
+    path : Path
+        The ``.keras`` file.
+    sha256 : str
+        Hash of the file: the model's identity in task ids and in the database.
+    name, version : str
+        Registry name (the folder for ``.../NAME/model.keras``, else the file stem;
+        ``cellpipe-default`` for the shipped model) and version (hash prefix), used
+        when the file is not registered yet.
+    card : dict
+        The model card (``NAME.json`` next to the file).
+    """
+
+    path: Path
+    sha256: str
+    name: str
+    version: str
+    card: dict[str, Any]
+
+
+def resolve_model(model: str) -> ModelInfo:
+    """Return the model named by the ``model`` setting (empty: the shipped default).
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the file or its card is missing; the message says what to do.
+    """
+    shipped = shipped_model_path()
+    path = Path(model).expanduser() if model else shipped
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        hint = ("the shipped model is not in this checkout yet; train one with `cellpipe model train` "
+                "or give --model PATH" if path == shipped else "check --model / [cellpipe] model")
+        raise ModelNotFoundError(f"no U-Net model at {path}: {hint}")
+    card_file = path.with_suffix(".json")
+    if not card_file.is_file():
+        raise ModelNotFoundError(f"model {path} has no card {card_file.name} next to it")
+    sha256 = file_sha256(path)
+    name = "cellpipe-default" if path.resolve() == shipped else (path.parent.name if path.stem == "model" else path.stem)
+    return ModelInfo(path=path.resolve(), sha256=sha256, name=name, version=sha256[:12],
+                     card=json.loads(card_file.read_text()))
+
+
+def pipeline_params(settings: Settings) -> PipelineParams:
+    """Return the segmentation parameters that ``settings`` ask for."""
+    return PipelineParams(invert=settings.invert,
+                          segment=SegmentParams(threshold=settings.edge_threshold, min_area=settings.min_area))
+
+
+def params_from_dict(parameters: Mapping[str, Any]) -> PipelineParams:
+    """Return the :class:`PipelineParams` whose ``as_dict()`` is ``parameters``."""
+    return PipelineParams(invert=parameters["invert"], segment=SegmentParams(**dict(parameters["segment"])))
+
+
+def database_identity(url: str) -> str:
+    """Return ``url`` without its password: how tasks name their database."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def output_location(settings: Settings) -> str:
+    """Return where results go: the ``output`` setting, else ``results/`` next to a SQLite file."""
+    if settings.output:
+        return settings.output
+    from cellpipe.db.engine import is_sqlite, sqlite_path
+
+    base = sqlite_path(settings.db_url).parent if is_sqlite(settings.db_url) else default_data_dir()
+    return str(base / "results")
+
+
+@dataclass(frozen=True)
+class BatchIdentity:
+    """What the per-image results depend on, as task parameters (no secrets).
+
+    Attributes
+    ----------
+    database : str
+        Database URL without password.
+    model_sha256 : str
+        Hash of the model file.
+    parameters : dict
+        ``PipelineParams.as_dict()``; its hash is part of the database key.
+    """
+
+    database: str
+    model_sha256: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """Something a worker reports to the process that shows progress.
+
+    ``kind`` is one of ``model_loaded``, ``stored``, ``already_stored``, ``failed``
+    (the image is recorded as failed), ``task_error`` (a Luigi task failed: not
+    recorded, retried later) and ``worker_done``.
+    """
+
+    kind: str
+    worker: int = 0
+    name: str = ""
+    content_hash: str = ""
+    n_cells: int | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# Loaded U-Nets of this process, by model path, and how many loads happened: the
+# batch reports the count so that "once per worker process" is checked, not assumed.
+_SEGMENTERS: dict[str, CellSegmenter] = {}
+_MODEL_LOADS = 0
+
+
+def model_loads() -> int:
+    """Return how many times this process has loaded a U-Net for the batch."""
+    return _MODEL_LOADS
+
+
+class BatchContext:
+    """The settings and per-process resources of one batch in one worker process.
+
+    Parameters
+    ----------
+    settings : Settings
+        Resolved settings (database URL, model, input, output, thresholds).
+    run_id : int, optional
+        The ``runs`` row results are attributed to.
+    retry_failed : bool
+        Process images recorded as failed again (default: they count as done).
+    listings : mapping, optional
+        Batch listings already made by the coordinating process, keyed by
+        ``(input, date, dated)``, so that workers need not hash every file again.
+    emit : callable, optional
+        Receives every :class:`BatchEvent`.
+    worker : int
+        Number of this worker, for events.
+    """
+
+    def __init__(self, settings: Settings, *, run_id: int | None = None, retry_failed: bool = False,
+                 listings: Mapping[tuple[str, dt.date, bool], Listing] | None = None,
+                 emit: Callable[[BatchEvent], None] | None = None, worker: int = 0) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.retry_failed = retry_failed
+        self.worker = worker
+        self.pid = os.getpid()
+        self._emit = emit
+        self._listings = dict(listings or {})
+        self._engine = None
+        self._model: ModelInfo | None = None
+        self._model_ids: dict[str, int] = {}
+        self.params = pipeline_params(settings)
+        self.output = output_location(settings)
+
+    @property
+    def engine(self):
+        """Return this process's engine on the settings' database (schema checked once)."""
+        if self._engine is None:
+            from cellpipe.db import open_database
+            from cellpipe.tasks.retry import retrying
+
+            self._engine = retrying(open_database)(self.settings.db_url)
+        return self._engine
+
+    @property
+    def model(self) -> ModelInfo:
+        """Return the model file of the settings (hashed once)."""
+        if self._model is None:
+            self._model = resolve_model(self.settings.model)
+        return self._model
+
+    @property
+    def identity(self) -> BatchIdentity:
+        """Return the identity of what this context computes."""
+        return BatchIdentity(database_identity(self.settings.db_url), self.model.sha256, self.params.as_dict())
+
+    def model_id(self, model_sha256: str) -> int:
+        """Return the database id of the model file ``model_sha256`` (registering this context's model)."""
+        from cellpipe.tasks.retry import retrying
+        from cellpipe.tasks.state import ensure_model, find_model_by_hash
+
+        if model_sha256 not in self._model_ids:
+            if model_sha256 == self.model.sha256:
+                model = self.model
+                model_id = retrying(ensure_model)(self.engine, name=model.name, version=model.version,
+                                                  file_hash=model.sha256, location=str(model.path), card=model.card)
+            else:
+                model_id = retrying(find_model_by_hash)(self.engine, model_sha256)
+                if model_id is None:
+                    raise LookupError(f"model {model_sha256[:12]} is not registered in {self.identity.database}")
+            self._model_ids[model_sha256] = model_id
+        return self._model_ids[model_sha256]
+
+    def check_identity(self, database: str, model_sha256: str) -> None:
+        """Raise ValueError when a task asks for another database or model than this process has."""
+        mine = self.identity
+        if database != mine.database or model_sha256 != mine.model_sha256:
+            raise ValueError(
+                f"this worker writes to {mine.database} with model {mine.model_sha256[:12]}, but the task "
+                f"asks for {database} with model {model_sha256[:12]}: workers sharing a scheduler need the "
+                "same [cellpipe] db_url and model"
+            )
+
+    def segmenter(self, parameters: Mapping[str, Any]) -> CellSegmenter:
+        """Return the segmenter of this context's model with ``parameters`` (model loaded once per process)."""
+        global _MODEL_LOADS
+        key = str(self.model.path)
+        if key not in _SEGMENTERS:
+            started = time.perf_counter()
+            _SEGMENTERS[key] = CellSegmenter(self.model.path)
+            _MODEL_LOADS += 1
+            self.emit(BatchEvent("model_loaded", self.worker, seconds=time.perf_counter() - started,
+                                 data={"pid": os.getpid(), "model": key}))
+        return _SEGMENTERS[key].with_params(params_from_dict(parameters))
+
+    def task_resources(self) -> dict[str, int]:
+        """Return the Luigi resources a segmentation takes here: one ``gpu`` when on a GPU."""
+        if "tensorflow" not in sys.modules or not _SEGMENTERS:
+            return {}
+        import tensorflow as tf
+
+        return {"gpu": 1} if tf.config.list_logical_devices("GPU") else {}
+
+    def listing(self, input: str, batch_date: dt.date, dated: bool) -> Listing:
+        """Return the images of a batch, listed once per context."""
+        key = (input, batch_date, dated)
+        if key not in self._listings:
+            self._listings[key] = list_batch(input, batch_date, dated=dated)
+        return self._listings[key]
+
+    def write_results(self, batch_date: dt.date, files: Mapping[str, bytes]) -> str:
+        """Write result files of one image under ``OUTPUT/YYYY-MM-DD/`` atomically; return the first's URI."""
+        if is_blob_uri(self.output):
+            raise ValueError(f"{self.output}: az:// outputs are not wired into the nightly batch yet")
+        written = write_results(Path(self.output) / batch_date.isoformat(), files)
+        return str(written[0])
+
+    def emit(self, event: BatchEvent) -> None:
+        """Pass ``event`` on to whoever shows progress."""
+        if self._emit is not None:
+            self._emit(event)
+
+    def close(self) -> None:
+        """Release the database connections of this context."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+_CURRENT: BatchContext | None = None
+
+
+def current() -> BatchContext:
+    """Return this process's batch context (one from ``Settings.load()`` when none is active)."""
+    global _CURRENT
+    if _CURRENT is None or _CURRENT.pid != os.getpid():
+        # A forked process must not reuse its parent's connections.
+        _CURRENT = BatchContext(Settings.load())
+    return _CURRENT
+
+
+@contextlib.contextmanager
+def activated(context: BatchContext) -> Iterator[BatchContext]:
+    """Make ``context`` this process's current context for the duration of the block."""
+    global _CURRENT
+    previous, _CURRENT = _CURRENT, context
+    try:
+        yield context
+    finally:
+        _CURRENT = previous
+        context.close()

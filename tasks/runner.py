@@ -1,0 +1,384 @@
+"""``cellpipe run``: list the batch, start the workers, collect their reports, summarise.
+
+Process layout (why: TensorFlow is not fork-safe, and Luigi's ``workers=N`` forks a
+process per task, which would also reload the model for every image):
+
+- ``--workers 1``: Luigi runs in this process, ``workers=1`` (no fork), with the local
+  scheduler, or the ``luigid`` of ``--scheduler-url``.
+- ``--workers N`` (N > 1): N worker processes are *spawned* (fresh interpreters, no
+  fork), each runs ``luigi.build(..., workers=1)`` and loads the model once; they share
+  the ``luigid`` of ``--scheduler-url`` or, without one, a private ``luigid`` on a free
+  loopback port that this process starts and stops. Workers die with this process.
+
+This process lists the batch once (hashing every file), registers the model, starts a
+``runs`` row, snapshots the database, passes the listing to the workers, turns their
+events into progress (``on_event``) and builds the :class:`BatchReport` from the
+database afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from cellpipe.settings import Settings
+from cellpipe.tasks.context import (
+    BatchContext,
+    BatchEvent,
+    BatchIdentity,
+    activated,
+    database_identity,
+    model_loads,
+    output_location,
+    pipeline_params,
+    resolve_model,
+)
+from cellpipe.tasks.report import BatchReport, ImageLine, WorkerResult
+from cellpipe.tasks.retry import retrying
+from cellpipe.tasks.sources import Listing, list_batch
+
+#: Seconds a dead worker may take to deliver its last report before it counts as crashed.
+_REPORT_GRACE_S = 5.0
+
+
+class BatchRequestError(ValueError):
+    """The arguments of a batch run contradict each other."""
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """What to run.
+
+    Attributes
+    ----------
+    settings : Settings
+        Database, model, input, output and thresholds.
+    date : datetime.date, optional
+        A dated batch: the images of ``INPUT/YYYY-MM-DD/``.
+    since, until : datetime.date, optional
+        A backfill (Luigi ``RangeDaily``) over the dated batches from ``since`` to
+        ``until`` inclusive (default: today).
+    workers : int
+        Worker processes (see the module docstring).
+    scheduler_url : str, optional
+        A shared ``luigid``, e.g. ``http://scheduler-host:8082``.
+    retry_failed : bool
+        Process images recorded as failed by earlier runs again.
+    today : datetime.date, optional
+        The run's date (default: today): the date of images found outside dated
+        folders when neither ``date`` nor ``since`` is given ("everything new under
+        INPUT/").
+    """
+
+    settings: Settings
+    date: dt.date | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    workers: int = 1
+    scheduler_url: str | None = None
+    retry_failed: bool = False
+    today: dt.date = field(default_factory=dt.date.today)
+
+    def __post_init__(self) -> None:
+        if self.date is not None and (self.since is not None or self.until is not None):
+            raise BatchRequestError("give either --date or --since/--until, not both")
+        if self.until is not None and self.since is None:
+            raise BatchRequestError("--until needs --since")
+        if self.since is not None and self.since > (self.until or self.today):
+            raise BatchRequestError(f"--since {self.since} is after --until {self.until or self.today}")
+        if self.workers < 1:
+            raise BatchRequestError(f"--workers must be at least 1, got {self.workers}")
+        if not self.settings.input:
+            raise BatchRequestError("no input: give --input FOLDER or set input in the [cellpipe] section of luigi.cfg")
+
+    @property
+    def batches(self) -> list[tuple[dt.date, bool]]:
+        """Return ``(date, dated)`` of every batch the run covers."""
+        if self.since is not None:
+            days = ((self.until or self.today) - self.since).days + 1
+            return [(self.since + dt.timedelta(days=i), True) for i in range(days)]
+        if self.date is not None:
+            return [(self.date, True)]
+        return [(self.today, False)]
+
+
+@dataclass(frozen=True)
+class _Root:
+    """The root task of a run, in a form that pickles into spawned workers."""
+
+    input: str
+    batches: tuple[tuple[dt.date, bool], ...]
+    backfill: bool
+    identity: BatchIdentity
+    today: dt.date
+
+    def task(self):
+        from cellpipe.tasks.nightly import NightlyBatch, backfill
+
+        common = dict(input=self.input, database=self.identity.database,
+                      model_sha256=self.identity.model_sha256, parameters=self.identity.parameters)
+        if self.backfill:
+            return backfill(self.batches[0][0], self.batches[-1][0], today=self.today, **common)
+        (date, dated), = self.batches
+        return NightlyBatch(date=date, dated=dated, **common)
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    worker: int
+    settings: Settings
+    run_id: int
+    retry_failed: bool
+    root: _Root
+    listings: dict
+    scheduler_url: str | None
+    load_model: bool
+    parent_pid: int
+
+
+def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | None = None) -> BatchReport:
+    """Run the batch of ``request``; return its report (``report.exit_code()`` for the process).
+
+    Parameters
+    ----------
+    request : BatchRequest
+    on_event : callable, optional
+        Called in this process with every :class:`BatchEvent`, first a ``planned``
+        event whose ``data`` holds ``total``, ``skipped`` and ``unreadable``.
+
+    Raises
+    ------
+    cellpipe.tasks.context.ModelNotFoundError, cellpipe.tasks.sources.SourceError
+        Before anything runs, when the model or the input is missing.
+    """
+    from cellpipe.db import finish_run, open_database, parameter_hash, start_run
+    from cellpipe.tasks.state import ensure_model, image_states
+
+    started = time.perf_counter()
+    settings = request.settings
+    emit = on_event or (lambda event: None)
+    model = resolve_model(settings.model)
+    params = pipeline_params(settings)
+    listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated)
+                for date, dated in request.batches}
+    refs = list({ref.content_hash: ref for listing in reversed(listings.values()) for ref in listing.images}.values())
+    refs.sort(key=lambda ref: (ref.batch_date, ref.name))
+    unreadable = [item for listing in listings.values() for item in listing.unreadable]
+
+    engine = retrying(open_database)(settings.db_url)
+    try:
+        model_id = retrying(ensure_model)(engine, name=model.name, version=model.version, file_hash=model.sha256,
+                                          location=str(model.path), card=model.card)
+        param_hash = parameter_hash(params.as_dict())
+        hashes = [ref.content_hash for ref in refs]
+        before = retrying(image_states)(engine, hashes, model_id, param_hash)
+        done_before = {h for h, state in before.items()
+                       if state.segmented or (state.status == "failed" and not request.retry_failed)}
+        identity = BatchIdentity(database_identity(settings.db_url), model.sha256, params.as_dict())
+        root = _Root(settings.input, tuple(request.batches), request.since is not None, identity, request.today)
+        with _scheduler(request) as (scheduler_url, scheduler_description):
+            run_id = retrying(start_run)(engine, batch_date=request.batches[0][0] if len(request.batches) == 1 else None,
+                                         parameters=_run_parameters(request, model, params, scheduler_description))
+            emit(BatchEvent("planned", data={"total": len(refs) + len(unreadable), "skipped": len(done_before),
+                                             "unreadable": unreadable, "run_id": run_id}))
+            collector = _Collector(emit)
+            specs = [
+                _WorkerSpec(i, settings, run_id, request.retry_failed, root, listings, scheduler_url,
+                            load_model=len(done_before) < len(refs), parent_pid=os.getpid())
+                for i in range(request.workers)
+            ]
+            workers = _run_in_process(specs[0], collector) if request.workers == 1 else _run_spawned(specs, collector)
+        after = retrying(image_states)(engine, hashes, model_id, param_hash)
+        report = BatchReport(
+            images=_image_lines(refs, unreadable, before, after, done_before, collector),
+            workers=workers,
+            seconds=time.perf_counter() - started,
+            scheduler=scheduler_description,
+            run_id=run_id,
+            output=output_location(settings),
+            stage_seconds=collector.mean_stage_seconds(),
+            duplicates=sum(len(listing.duplicates) for listing in listings.values()),
+        )
+        retrying(finish_run)(engine, run_id, status="succeeded" if report.exit_code() == 0 else "failed",
+                             images_seen=len(report.images), images_failed=report.count("failed"))
+        return report
+    finally:
+        engine.dispose()
+
+
+def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> WorkerResult:
+    """Run Luigi in this process (``workers=1``, no fork) for ``spec``; return its report."""
+    import luigi
+    import luigi.configuration
+    from luigi.execution_summary import LuigiStatusCode
+    from luigi.task_register import Register
+
+    _quiet_tensorflow()
+    Register.clear_instance_cache()  # task instances (and their listings) are per run
+    failed_tasks: list[str] = []
+
+    def forward(event: BatchEvent) -> None:
+        if event.kind == "task_error":
+            failed_tasks.append(f"{event.name}: {event.reason}")
+        emit(event)
+
+    loads_before = model_loads()
+    context = BatchContext(spec.settings, run_id=spec.run_id, retry_failed=spec.retry_failed,
+                           listings=spec.listings, emit=forward, worker=spec.worker)
+    with activated(context):
+        if spec.load_model:
+            # Before scheduling: the model loads once in this process, and the tasks'
+            # resources() know whether it sits on a GPU.
+            context.segmenter(context.params.as_dict())
+        scheduler = {"scheduler_url": spec.scheduler_url} if spec.scheduler_url else {"local_scheduler": True}
+        log_level = luigi.configuration.get_config().get("core", "log_level", "WARNING")
+        result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level, **scheduler)
+    scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
+    return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, tuple(failed_tasks),
+                        scheduling_errors=result.status in scheduling_failed)
+
+
+class _Collector:
+    """Receives worker events in this process: remembers what was stored, forwards the rest."""
+
+    def __init__(self, emit: Callable[[BatchEvent], None]) -> None:
+        self.emit = emit
+        self.stored: dict[str, BatchEvent] = {}
+        self.errors: dict[str, str] = {}
+
+    def __call__(self, event: BatchEvent) -> None:
+        if event.kind == "stored":
+            self.stored[event.content_hash] = event
+        elif event.kind == "task_error":
+            self.errors[event.content_hash] = event.reason
+        self.emit(event)
+
+    def mean_stage_seconds(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for event in self.stored.values():
+            for stage, seconds in event.timings.items():
+                totals[stage] = totals.get(stage, 0.0) + seconds
+        return {stage: total / len(self.stored) for stage, total in totals.items()}
+
+
+def _image_lines(refs, unreadable, before, after, done_before, collector: _Collector) -> list[ImageLine]:
+    lines = []
+    for ref in refs:
+        h, state = ref.content_hash, after.get(ref.content_hash)
+        if h in done_before:
+            earlier = before[h]
+            reason = f"failed earlier: {earlier.last_error}" if not earlier.segmented else ""
+            lines.append(ImageLine(ref.name, h, "skipped", earlier.n_cells, reason))
+        elif h in collector.stored:
+            lines.append(ImageLine(ref.name, h, "stored", collector.stored[h].n_cells))
+        elif state is not None and state.segmented:
+            lines.append(ImageLine(ref.name, h, "stored_elsewhere", state.n_cells))
+        elif state is not None and state.status == "failed":
+            lines.append(ImageLine(ref.name, h, "failed", reason=state.last_error or ""))
+        else:
+            lines.append(ImageLine(ref.name, h, "pending", reason=collector.errors.get(h, "not processed")))
+    lines.extend(ImageLine(name, "", "failed", reason=reason) for name, reason in unreadable)
+    return lines
+
+
+def _run_parameters(request: BatchRequest, model, params, scheduler: str) -> dict:
+    return {
+        "pipeline": params.as_dict(),
+        "model": {"sha256": model.sha256, "path": str(model.path)},
+        "input": request.settings.input,
+        "batches": [date.isoformat() for date, _ in request.batches],
+        "dated": request.batches[0][1],
+        "workers": request.workers,
+        "scheduler": scheduler,
+        "retry_failed": request.retry_failed,
+    }
+
+
+@contextlib.contextmanager
+def _scheduler(request: BatchRequest) -> Iterator[tuple[str | None, str]]:
+    if request.scheduler_url:
+        yield request.scheduler_url, f"luigid at {request.scheduler_url}"
+    elif request.workers > 1:
+        from cellpipe.tasks.scheduler import PrivateScheduler
+
+        with PrivateScheduler() as private:
+            yield private.url, f"private luigid at {private.url}"
+    else:
+        yield None, "local scheduler"
+
+
+def _run_in_process(spec: _WorkerSpec, collector: _Collector) -> list[WorkerResult]:
+    try:
+        return [worker_main(spec, collector)]
+    except Exception as error:  # noqa: BLE001 - reported as a crashed worker, exit code unhandled_exception
+        return [WorkerResult(spec.worker, os.getpid(), crashed=f"{type(error).__name__}: {error}")]
+
+
+def _run_spawned(specs: list[_WorkerSpec], collector: _Collector) -> list[WorkerResult]:
+    spawn = multiprocessing.get_context("spawn")
+    events = spawn.Queue()
+    processes = {spec.worker: spawn.Process(target=_worker_process, args=(spec, events),
+                                             name=f"cellpipe-worker-{spec.worker}") for spec in specs}
+    for process in processes.values():
+        process.start()
+    results: dict[int, WorkerResult] = {}
+    dead_since: dict[int, float] = {}
+    try:
+        while len(results) < len(processes):
+            try:
+                item = events.get(timeout=0.5)
+            except queue_module.Empty:
+                for worker, process in processes.items():
+                    if worker in results or process.is_alive():
+                        continue
+                    first_seen = dead_since.setdefault(worker, time.monotonic())
+                    if time.monotonic() - first_seen > _REPORT_GRACE_S:
+                        results[worker] = WorkerResult(worker, process.pid or 0,
+                                                       crashed=f"worker exited with code {process.exitcode}")
+                continue
+            if isinstance(item, WorkerResult):
+                results[item.worker] = item
+            else:
+                collector(item)
+    finally:
+        for process in processes.values():
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    return [results[worker] for worker in sorted(results)]
+
+
+def _worker_process(spec: _WorkerSpec, events) -> None:
+    _die_with_parent(spec.parent_pid)
+    try:
+        result = worker_main(spec, events.put)
+    except BaseException as error:  # noqa: BLE001 - the parent reports it
+        result = WorkerResult(spec.worker, os.getpid(), crashed=f"{type(error).__name__}: {error}")
+    events.put(result)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # A worker must not outlive `cellpipe run` (killed by cron's timeout, by systemd,
+    # or with SIGKILL): on Linux the kernel sends it SIGKILL when the parent dies.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) would garble the
+    # progress bar; errors still show. Must be set before TensorFlow is imported.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,131 @@
+"""One image through the batch: read, register, segment, write results, store.
+
+:func:`process_image` is what the per-image Luigi task runs. It is the one place that
+decides what happens to an image that cannot be processed:
+
+- the file cannot be decoded (corrupt, empty, text named ``.png``...) or the pipeline
+  raises on it → the image is registered and recorded as ``failed`` with a readable
+  reason, and the outcome says so; the batch goes on with the other images;
+- the database or storage is briefly unavailable → retried with backoff
+  (:mod:`cellpipe.tasks.retry`); if it stays unavailable the error propagates, nothing
+  is recorded, and a later attempt starts over;
+- the file changed since it was listed → :class:`SourceChangedError`, nothing recorded.
+
+Results are written before the database row that points to them, each file atomically,
+and the cells of one image are stored in one transaction: a worker killed at any
+moment leaves either no segmentation or a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from cellpipe.db import is_segmented, mark_image_failed, parameter_hash, register_image, store_segmentation
+from cellpipe.io import ImageReadError, image_info, read_image
+from cellpipe.results import result_files
+from cellpipe.tasks.context import BatchContext
+from cellpipe.tasks.retry import is_transient, retrying
+from cellpipe.tasks.sources import ImageRef, read_source
+
+
+class SourceChangedError(RuntimeError):
+    """An image file's bytes changed between listing and processing (still being copied?)."""
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What :func:`process_image` did with one image.
+
+    Attributes
+    ----------
+    status : {"stored", "already_stored", "failed"}
+        ``already_stored``: another worker stored it after this one listed it.
+    n_cells : int or None
+        Cells stored.
+    reason : str
+        Why it failed (the message recorded in the database).
+    seconds : float
+        Wall time of the whole step.
+    timings : dict of str to float
+        Seconds per stage: ``read``, the pipeline's ``contrast``, ``predict``,
+        ``segment``, ``measure``, and ``write`` (result files).
+    """
+
+    ref: ImageRef
+    status: str
+    n_cells: int | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
+                  parameters: Mapping[str, Any]) -> ImageOutcome:
+    """Return the outcome of segmenting ``ref`` and storing its cells in the context's database.
+
+    Parameters
+    ----------
+    context : BatchContext
+        Database, model, output location and run of this worker.
+    ref : ImageRef
+        The image, as listed.
+    model_sha256 : str
+        The model to use (must be the context's).
+    parameters : mapping
+        ``PipelineParams.as_dict()`` of the segmentation.
+
+    Raises
+    ------
+    SourceChangedError
+        When the file's content no longer matches ``ref.content_hash``.
+    Exception
+        Transient errors that outlasted their retries, and errors writing results.
+    """
+    started = time.perf_counter()
+    engine = context.engine
+    model_id = context.model_id(model_sha256)
+    parameters = dict(parameters)
+    timings: dict[str, float] = {}
+
+    data = retrying(read_source)(ref.uri)
+    if hashlib.sha256(data).hexdigest() != ref.content_hash:
+        raise SourceChangedError(f"{ref.name} changed since the batch was listed; it is processed next run")
+    try:
+        image = read_image(data, name=ref.name)
+    except ImageReadError as error:
+        return _failed(engine, ref, _register(engine, ref), str(error), started)
+    info = image_info(image)
+    timings["read"] = time.perf_counter() - started
+    image_id = _register(engine, ref, bit_depth=info.bit_depth, width=info.width, height=info.height)
+    if retrying(is_segmented)(engine, image_id, model_id, parameter_hash(parameters)):
+        return ImageOutcome(ref, "already_stored", seconds=time.perf_counter() - started)
+
+    try:
+        result = context.segmenter(parameters)(image)
+    except Exception as error:  # noqa: BLE001 - any image-specific failure is recorded, the batch goes on
+        if is_transient(error):
+            raise
+        return _failed(engine, ref, image_id, f"segmentation of {ref.name} failed: {type(error).__name__}: {error}",
+                       started)
+    timings.update(result.timings)
+
+    written = time.perf_counter()
+    label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, result.cells))
+    timings["write"] = time.perf_counter() - written
+    retrying(store_segmentation)(engine, image_id, model_id, parameters, result.cells,
+                                 run_id=context.run_id, label_uri=label_uri, timings=timings)
+    return ImageOutcome(ref, "stored", n_cells=result.n_cells, seconds=time.perf_counter() - started,
+                        timings=timings)
+
+
+def _register(engine, ref: ImageRef, **info: int) -> int:
+    return retrying(register_image)(engine, ref.content_hash, ref.uri, size_bytes=ref.size_bytes,
+                                    batch_date=ref.batch_date, **info)
+
+
+def _failed(engine, ref: ImageRef, image_id: int, reason: str, started: float) -> ImageOutcome:
+    retrying(mark_image_failed)(engine, image_id, reason)
+    return ImageOutcome(ref, "failed", reason=reason, seconds=time.perf_counter() - started)
