@@ -177,8 +177,9 @@ def check_label(
         return problems + [("no walls", "the label is all white; walls must be black (0)")]
     wall_fraction = 1.0 - float(inside.mean())
     if wall_fraction > max_wall_fraction:
-        problems.append(("mostly wall", f"walls cover {wall_fraction:.0%} of the label; are cells and walls "
-                         "swapped? Cells must be white, walls black"))
+        problems.append(("mostly wall", f"walls cover {wall_fraction:.0%} of the label: are cells and walls "
+                         "swapped (cells must be white, walls black), or only a few cells labelled (everything "
+                         "else then teaches the model 'wall')?"))
     cells = measure.label(inside, connectivity=1)
     regions = measure.regionprops(cells)
     height, width = label.shape

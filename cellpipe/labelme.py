@@ -47,6 +47,8 @@ CELL_SHAPE_TYPES = ("polygon", "rectangle", "circle", "mask")
 DEFAULT_CELL_LABEL = "cell"
 #: Default largest distance, in pixels, between an exported polygon and the cell's outline.
 DEFAULT_TOLERANCE = 0.5
+#: The tolerance of a small cell is at most this fraction of its diameter.
+SMALL_CELL_TOLERANCE = 0.025
 
 
 class LabelmeError(ValueError):
@@ -151,17 +153,17 @@ def shapes_to_cells(
             skipped.append(f"{where}: a {kind} encloses no area")
             continue
         try:
-            mask = _shape_mask(item, kind, (height, width))
+            rows, cols = _shape_pixels(item, kind, (height, width))
         except (ValueError, TypeError, KeyError, OSError) as error:
             skipped.append(f"{where}: {error}")
             continue
-        if not mask.any():
+        if len(rows) == 0:
             skipped.append(f"{where}: covers no pixel centre")
             continue
         group_id = item.get("group_id")
         key = (label, group_id) if group_id is not None else ("", f"shape-{index}")
         value = groups.setdefault(key, len(groups) + 1)
-        cells[mask] = value
+        cells[rows, cols] = value
     return _renumbered(cells), skipped
 
 
@@ -181,7 +183,9 @@ def labels_to_shapes(
         The ``label`` of every shape.
     tolerance : float
         Largest distance, in pixels, between the polygon and the cell's outline; larger
-        values give fewer vertices to edit. Default :data:`DEFAULT_TOLERANCE`.
+        values give fewer vertices to edit. Default :data:`DEFAULT_TOLERANCE`; never
+        more than :data:`SMALL_CELL_TOLERANCE` times the cell's diameter, so that small
+        cells keep their shape. 0 keeps every corner of the pixel outline (exact).
 
     Returns
     -------
@@ -301,39 +305,39 @@ def _annotated_image(document: Mapping[str, Any], path: Path) -> tuple[np.ndarra
     )
 
 
-def _shape_mask(item: Mapping[str, Any], kind: str, shape: tuple[int, int]) -> np.ndarray:
+def _shape_pixels(item: Mapping[str, Any], kind: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the (rows, columns) of the pixels whose centres lie inside a shape."""
     points = np.asarray(item.get("points", []), dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError("its points are not a list of [x, y] pairs")
     # Pixel centres lie at integer positions in (row, column) after this shift.
     cols, rows = points[:, 0] - 0.5, points[:, 1] - 0.5
-    mask = np.zeros(shape, dtype=bool)
     if kind == "polygon":
         if len(points) < 3:
             raise ValueError(f"a polygon needs 3 or more points, it has {len(points)}")
-        mask[draw.polygon(rows, cols, shape)] = True
-    elif kind == "rectangle":
+        return draw.polygon(rows, cols, shape)
+    if kind == "rectangle":
         if len(points) == 2:  # two opposite corners
             rows = np.array([rows[0], rows[0], rows[1], rows[1]])
             cols = np.array([cols[0], cols[1], cols[1], cols[0]])
         elif len(points) != 4:
             raise ValueError(f"a rectangle needs 2 corner points, it has {len(points)}")
-        mask[draw.polygon(rows, cols, shape)] = True
-    elif kind == "circle":
+        return draw.polygon(rows, cols, shape)
+    if kind == "circle":
         if len(points) != 2:
             raise ValueError(f"a circle needs 2 points (centre, point on the circle), it has {len(points)}")
         radius = float(np.hypot(rows[1] - rows[0], cols[1] - cols[0]))
-        mask[draw.disk((rows[0], cols[0]), radius, shape=shape)] = True
-    else:  # mask: its bounding corners and a PNG of the pixels inside them
-        if not item.get("mask") or len(points) < 1:
-            raise ValueError("a mask shape needs its mask and its top-left point")
-        piece = np.asarray(Image.open(io.BytesIO(base64.b64decode(item["mask"])))).astype(bool)
-        if piece.ndim == 3:
-            piece = piece[..., 0]
-        top, left = int(points[0, 1]), int(points[0, 0])
-        bottom, right = min(top + piece.shape[0], shape[0]), min(left + piece.shape[1], shape[1])
-        mask[top:bottom, left:right] = piece[: bottom - top, : right - left]
-    return mask
+        return draw.disk((rows[0], cols[0]), radius, shape=shape)
+    # mask: its top-left corner and a PNG of the pixels from there
+    if not item.get("mask") or len(points) < 1:
+        raise ValueError("a mask shape needs its mask and its top-left point")
+    piece = np.asarray(Image.open(io.BytesIO(base64.b64decode(item["mask"])))).astype(bool)
+    if piece.ndim == 3:
+        piece = piece[..., 0]
+    piece_rows, piece_cols = np.nonzero(piece)
+    piece_rows, piece_cols = piece_rows + int(points[0, 1]), piece_cols + int(points[0, 0])
+    inside = (piece_rows >= 0) & (piece_rows < shape[0]) & (piece_cols >= 0) & (piece_cols < shape[1])
+    return piece_rows[inside], piece_cols[inside]
 
 
 def _outer_contour(piece: np.ndarray, tolerance: float) -> np.ndarray | None:
@@ -341,12 +345,51 @@ def _outer_contour(piece: np.ndarray, tolerance: float) -> np.ndarray | None:
     contours = measure.find_contours(padded, 0.5, fully_connected="high")
     if not contours:
         return None
-    outline = max(contours, key=_enclosed_area)
-    if tolerance > 0:
-        outline = measure.approximate_polygon(outline, tolerance)
-    if len(outline) > 1 and np.array_equal(outline[0], outline[-1]):
-        outline = outline[:-1]
+    outline = _corners(max(contours, key=_enclosed_area))
+    if tolerance > 0 and len(outline) > 3:
+        # Small cells get a smaller tolerance, so that they keep their shape.
+        diameter = 2.0 * np.sqrt(np.count_nonzero(piece) / np.pi)
+        outline = _simplified(outline, min(tolerance, SMALL_CELL_TOLERANCE * diameter))
     return outline if len(outline) >= 3 else None
+
+
+def _simplified(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """Return the vertices of a closed polygon kept by Douglas-Peucker with ``tolerance``."""
+    far = int(np.argmax(((ring - ring[0]) ** 2).sum(axis=1)))
+    chain = np.vstack([ring, ring[:1]])
+    keep = np.zeros(len(chain), dtype=bool)
+    keep[[0, far, len(ring)]] = True
+    pending = [(0, far), (far, len(ring))]
+    while pending:
+        start, end = pending.pop()
+        if end - start < 2:
+            continue
+        inner = chain[start + 1:end]
+        direction = chain[end] - chain[start]
+        length = float(np.hypot(*direction))
+        offset = inner - chain[start]
+        if length > 0:
+            distance = np.abs(direction[0] * offset[:, 1] - direction[1] * offset[:, 0]) / length
+        else:
+            distance = np.hypot(offset[:, 0], offset[:, 1])
+        worst = int(np.argmax(distance))
+        if distance[worst] > tolerance:
+            split = start + 1 + worst
+            keep[split] = True
+            pending += [(start, split), (split, end)]
+    return chain[:-1][keep[:-1]]
+
+
+def _corners(contour: np.ndarray) -> np.ndarray:
+    """Return the vertices of a closed contour where its direction changes (no points lost in shape)."""
+    if len(contour) > 1 and np.array_equal(contour[0], contour[-1]):
+        contour = contour[:-1]
+    if len(contour) < 3:
+        return contour
+    incoming = contour - np.roll(contour, 1, axis=0)
+    outgoing = np.roll(contour, -1, axis=0) - contour
+    turn = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
+    return contour[np.abs(turn) > 1e-9]
 
 
 def _enclosed_area(contour: np.ndarray) -> float:

@@ -217,11 +217,12 @@ def _models_section(models: Sequence[Mapping], parameters: Sequence[Mapping], ru
 def _image_section(out_dir: Path, row: Mapping[str, Any], with_overlay: bool, max_side: int,
                    read_uri: Callable[[str], bytes]) -> str:
     heading = (f"<h3 id=\"{_anchor(row)}\">{_text(_image_name(row))}</h3>"
-               f"<p class=\"muted\">{_text(row.get('source_uri'))}<br>model {_text(_model(row))}, parameters "
-               f"{_param_link(row.get('param_hash'))}, {_text(row.get('n_cells'))} cells</p>")
+               f"<p class=\"muted\">{_text(row.get('source_uri'))}")
     if row.get("segmentation_id") is None:
         reason = row.get("last_error") or f"status {row.get('status')}"
-        return heading + f"<p class=\"missing\">Not segmented: {_text(reason)}</p>"
+        return heading + f"</p><p class=\"missing\">Not segmented: {_text(reason)}</p>"
+    heading += (f"<br>model {_text(_model(row))}, parameters {_param_link(row.get('param_hash'))}, "
+                f"{_text(row.get('n_cells'))} cells</p>")
     if not with_overlay:
         return heading + "<p class=\"missing\">No overlay: beyond the overlay limit (--max-overlays).</p>"
     try:
@@ -242,12 +243,14 @@ def _overlay_of(row: Mapping[str, Any], max_side: int, read_uri: Callable[[str],
         raise ValueError("no label image was recorded for this segmentation")
     try:
         image = read_image(read_uri(source), name=source)
-    except OSError as error:
-        raise OSError(f"the image cannot be read: {error}") from None
-    except ValueError as error:
+    except FileNotFoundError:
+        raise ValueError(f"the image {source} is missing") from None
+    except (OSError, ValueError) as error:
         raise ValueError(f"the image cannot be read: {error}") from None
     try:
         labels = read_labels_tiff(io.BytesIO(read_uri(label_uri)))
+    except FileNotFoundError:
+        raise ValueError(f"the label image {label_uri} is missing") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"the label image {label_uri} cannot be read: {error}") from None
     if labels.shape != image.shape:
@@ -281,4 +284,6 @@ def _number(value: Any) -> str:
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        value = f"{value:%Y-%m-%d %H:%M:%S}"
     return "" if value is None else html.escape(str(value))

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
@@ -27,6 +28,8 @@ MIN_ID_SPACING = 14
 DEFAULT_MAX_SIDE = 1024
 #: Overlays of small images are enlarged (by whole factors, up to 4) towards this size.
 PREFERRED_SIDE = 640
+#: Trends over at most this many dates get one labelled tick per date.
+MAX_DATE_TICKS = 10
 _DPI = 100
 
 
@@ -139,8 +142,15 @@ def trend_plot(path: str | os.PathLike[str], trends: Sequence[Mapping[str, Any]]
         for axes, key in ((count_axes, "cells_per_image"), (diameter_axes, "diameter_mean")):
             values = [np.nan if p.get(key) is None else float(p[key]) for p in points]
             axes.plot(dates, values, marker="o", markersize=4, label=name)
+    all_dates = sorted({_as_date(p["batch_date"]) for points in series.values() for p in points})
     for axes, title in ((count_axes, "Cells per image"), (diameter_axes, "Mean cell diameter (px)")):
         axes.set_title(title)
+        if 0 < len(all_dates) <= MAX_DATE_TICKS:  # one tick per batch date, no hours
+            axes.set_xticks(all_dates, [d.isoformat() for d in all_dates])
+        else:
+            locator = AutoDateLocator()
+            axes.xaxis.set_major_locator(locator)
+            axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
         axes.grid(alpha=0.3)
         axes.tick_params(axis="x", labelrotation=30, labelsize=8)
         if not series:

@@ -14,18 +14,17 @@ from typing import Any
 
 import numpy as np
 import skimage.segmentation
-from scipy import ndimage as ndi
 
 from cellpipe._ext import load_extension
 
-__all__ = ["SegmentParams", "cell_markers", "segment_edges", "watershed"]
+__all__ = ["SegmentParams", "cell_markers", "quantise_edges", "segment_edges", "watershed"]
 
 # Elevation dtypes flooded by the bucket queue, mapped to an order-preserving
 # unsigned view: how to get there, and the number of grey levels.
 _LEVEL_DTYPES = {
     np.dtype(np.uint8): (None, 256),
     np.dtype(np.uint16): (None, 65536),
-    np.dtype(np.bool_): (np.uint8, 256),
+    np.dtype(np.bool_): (np.uint8, 256),  # a view, no copy
     np.dtype(np.int8): (np.uint8, 256),
     np.dtype(np.int16): (np.uint16, 65536),
 }
@@ -61,7 +60,7 @@ def _as_levels(elevation: np.ndarray) -> tuple[np.ndarray, int] | None:
         return elevation.view(np.uint8) ^ np.uint8(0x80), n_levels
     if elevation.dtype == np.int16:
         return elevation.view(np.uint16) ^ np.uint16(0x8000), n_levels
-    return (elevation if target is None else elevation.astype(target)), n_levels
+    return (elevation if target is None else elevation.view(target)), n_levels
 
 
 def watershed(
@@ -193,8 +192,9 @@ def cell_markers(
     Algorithm:
 
     1. interior = ``edge_probability < threshold`` (walls are the rest);
-    2. distance = Euclidean distance of each interior pixel to the nearest wall pixel
-       (:func:`scipy.ndimage.distance_transform_edt`; the image border is not a wall);
+    2. distance = exact Euclidean distance of each interior pixel to the nearest wall
+       pixel (the image border is not a wall; without any wall, the whole image is one
+       cell and its marker);
     3. persistent maxima: interior pixels are joined into components by union-find
        from the largest distance down (Cython kernel ``cellpipe._markers``). Where two
        components meet, the one whose peak rises less than ``h`` above the meeting
@@ -231,34 +231,41 @@ def cell_markers(
         is out of range.
     """
     edge_probability = _check_edge_probability(edge_probability)
-    connectivity = _check_connectivity(connectivity)
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
     if not h > 0:
         raise ValueError(f"h must be a positive distance in pixels, got {h!r}")
-    height, width = edge_probability.shape
+    return _interior_markers(
+        edge_probability < threshold, h, _check_connectivity(connectivity)
+    )
+
+
+def _interior_markers(interior: np.ndarray, h: float, connectivity: int) -> np.ndarray:
+    """Return :func:`cell_markers` of a validated boolean interior mask."""
+    height, width = interior.shape
+    if height**2 + width**2 >= _MAX_PIXELS:
+        raise ValueError(f"image of shape {interior.shape} is too large")
+    if interior.all():  # no wall anywhere: one cell, all core
+        return interior.astype(np.int32)
+    kernel = load_extension("_markers")
+    squared_distance = np.zeros((height + 2, width + 2), dtype=np.int32)
+    max_key = kernel.squared_distances(interior.view(np.uint8), squared_distance)
+    squared_distance = squared_distance.ravel()
+    if max_key <= 4 * squared_distance.size:
+        order = kernel.descending_order(squared_distance, max_key)
+    else:  # walls so sparse that counting would need too many bins
+        interior_pixels = np.flatnonzero(squared_distance)
+        order = interior_pixels[
+            np.argsort(-squared_distance[interior_pixels], kind="stable")
+        ].astype(np.int32)
     markers = np.zeros((height + 2, width + 2), dtype=np.int32)
-    interior = edge_probability < threshold
-    if interior.any():
-        if (height + 2) * (width + 2) > _MAX_PIXELS:
-            raise ValueError(f"image of shape {edge_probability.shape} is too large")
-        distance = np.zeros((height + 2, width + 2), dtype=np.float64)
-        distance[1:-1, 1:-1] = ndi.distance_transform_edt(interior)
-        kernel = load_extension("_markers")
-        max_key = int(np.ceil(distance.max() ** 2)) + 1
-        if max_key <= 4 * distance.size:
-            order = kernel.descending_order(distance.ravel(), max_key)
-        else:  # no wall nearby: counting would need too many bins
-            flat = distance.ravel()
-            order = np.flatnonzero(flat)[np.argsort(-flat[flat > 0], kind="stable")]
-            order = order.astype(np.int32)
-        kernel.persistent_maxima(
-            distance.ravel(),
-            order,
-            _neighbour_offsets(width + 2, connectivity),
-            float(h),
-            markers.ravel(),
-        )
+    kernel.persistent_maxima(
+        squared_distance,
+        order,
+        _neighbour_offsets(width + 2, connectivity),
+        float(h),
+        markers.ravel(),
+    )
     return markers[1:-1, 1:-1].copy()
 
 
@@ -329,9 +336,9 @@ def segment_edges(
     ``params.label_walls``) → cells under ``params.min_area`` pixels become 0 →
     relabel 1..N consecutively, in raster order of the markers.
 
-    Marker pixels are flooded from level 0: a marker seeds its cell whatever the
-    edge probability under it (what scikit-image >= 0.26.x does with markers, too), and
-    equal marker levels keep the flood on its fast path.
+    Marker pixels are set to level 0 before the flood: a marker seeds its cell
+    whatever the edge probability under it, and markers on one level keep the flood
+    on its fast path.
 
     Parameters
     ----------
@@ -358,19 +365,17 @@ def segment_edges(
     """
     params = SegmentParams() if params is None else params
     edge_probability = _check_edge_probability(edge_probability)
-    markers = cell_markers(
-        edge_probability, params.threshold, params.marker_h, params.connectivity
-    )
+    interior = edge_probability < params.threshold
+    markers = _interior_markers(interior, params.marker_h, params.connectivity)
     elevation = quantise_edges(edge_probability, params.threshold)
     elevation[markers != 0] = 0
-    interior = edge_probability < params.threshold
     cells = watershed(
         elevation,
         markers,
         mask=None if params.label_walls else interior,
         connectivity=params.connectivity,
     )
-    areas = np.bincount(cells.ravel(), minlength=int(markers.max()) + 1)
+    areas = np.bincount(cells.ravel(), minlength=int(markers.max(initial=0)) + 1)
     keep = areas >= params.min_area
     keep[0] = False
     new_label = np.zeros(areas.size, dtype=np.int32)

@@ -103,12 +103,15 @@ def check_command(
     data_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Training data folder."),
     min_cell_area: int = typer.Option(16, min=1, help="Cells (not at the border) with fewer pixels are specks."),
     max_cell_fraction: float = typer.Option(0.25, min=0.0, max=1.0, help="A larger cell means a wall left open."),
+    max_wall_fraction: float = typer.Option(
+        0.6, min=0.0, max=1.0, help="More wall means cells and walls swapped, or only a few cells labelled."),
 ) -> None:
     """Check that every image has a binary label of its size with plausible cells."""
     from cellpipe.dataset_check import check_dataset
 
     try:
-        check = check_dataset(data_dir, min_cell_area=min_cell_area, max_cell_fraction=max_cell_fraction)
+        check = check_dataset(data_dir, min_cell_area=min_cell_area, max_cell_fraction=max_cell_fraction,
+                              max_wall_fraction=max_wall_fraction)
     except FileNotFoundError as error:
         raise _fail(str(error), 2) from None
     typer.echo(check.report())

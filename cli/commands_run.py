@@ -104,6 +104,7 @@ class _BatchProgress:
                 self.console.print(f"[red]failed[/red] {name}: {reason}")
             self.started = time.perf_counter()
         elif event.kind == "model_loaded":
+            self.started = time.perf_counter()  # throughput of segmenting, not of loading TensorFlow
             self.console.print(f"worker {event.worker}: model loaded in {event.seconds:.1f} s (pid {event.data['pid']})")
         elif event.kind in ("stored", "already_stored", "failed") and self.bar is not None:
             self.processed += 1
@@ -126,12 +127,17 @@ def _print_report(console: Console, report) -> None:
               "skipped": "skipped (already done)", "failed": "failed", "pending": "not done (retried next run)"}
     for category, count in report.counts.items():
         table.add_row(labels[category], str(count), style="red" if category == "failed" and count else None)
+    failed_earlier = sum(1 for line in report.images if line.category == "skipped" and line.reason)
+    if failed_earlier:
+        table.add_row("  of which recorded as failed earlier", str(failed_earlier))
     if report.duplicates:
         table.add_row("duplicate files (same bytes)", str(report.duplicates))
+    table.add_row("stored per worker (model loads)",
+                  ", ".join(f"#{w.worker}: {w.stored} ({w.model_loads})" for w in report.workers))
     table.add_row("cells stored", str(sum(line.n_cells or 0 for line in report.images if line.category == "stored")))
     table.add_row("throughput", f"{report.throughput:.2f} images/s in {report.seconds:.1f} s")
     if report.stage_seconds:
-        stages = ", ".join(f"{stage} {seconds * 1000:.0f} ms" for stage, seconds in report.stage_seconds.items())
+        stages = ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in report.stage_seconds.items())
         table.add_row("mean time per image", stages)
     console.print(table)
     failures = [line for line in report.images if line.category in ("failed", "pending")]

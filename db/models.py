@@ -121,7 +121,9 @@ class Image(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_utc_now, server_default=func.current_timestamp()
     )
-    status: Mapped[str] = mapped_column(String(16), default="registered", server_default="registered", index=True)
+    # Not indexed: the status changes once per image and an index would make that
+    # update rewrite every index entry; the few failed images are found by a scan.
+    status: Mapped[str] = mapped_column(String(16), default="registered", server_default="registered")
     last_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
@@ -215,6 +217,10 @@ class Segmentation(Base):
 class Cell(Base):
     """One cell: scikit-image ``regionprops`` statistics of one label of a segmentation.
 
+    Cells are written only by :func:`cellpipe.db.store_segmentation`, in the transaction
+    that writes their segmentation; deleting a segmentation (or its image) deletes its
+    cells through the trigger ``segmentations_delete_cells``.
+
     ``centroid_0``/``centroid_1`` are row/column in pixels; ``x`` and ``y`` repeat them
     as column/row for people who think in x/y. ``bbox_0..3`` are min_row, min_col,
     max_row, max_col (max exclusive), as in scikit-image.
@@ -222,9 +228,9 @@ class Cell(Base):
 
     __tablename__ = "cells"
 
-    segmentation_id: Mapped[int] = mapped_column(
-        ForeignKey("segmentations.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key (it would be checked for every cell inserted, halving the bulk
+    # insert rate on PostgreSQL); a trigger deletes the cells of a deleted segmentation.
+    segmentation_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[int] = mapped_column(Integer, primary_key=True)
     area: Mapped[int] = mapped_column(Integer)
     centroid_0: Mapped[float] = mapped_column(Double)

@@ -63,6 +63,8 @@ class WorkerResult:
     pid : int
     model_loads : int
         U-Net loads in that process during the run (1 when it segmented anything).
+    stored : int
+        Images it segmented and stored.
     failed_tasks : tuple of str
         Luigi tasks that raised (transient errors that outlasted their retries).
     scheduling_errors : bool
@@ -74,6 +76,7 @@ class WorkerResult:
     worker: int
     pid: int
     model_loads: int = 0
+    stored: int = 0
     failed_tasks: tuple[str, ...] = ()
     scheduling_errors: bool = False
     crashed: str = ""

@@ -221,13 +221,15 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
     from luigi.execution_summary import LuigiStatusCode
     from luigi.task_register import Register
 
-    _quiet_tensorflow()
     Register.clear_instance_cache()  # task instances (and their listings) are per run
     failed_tasks: list[str] = []
+    stored = 0
 
     def forward(event: BatchEvent) -> None:
+        nonlocal stored
         if event.kind == "task_error":
             failed_tasks.append(f"{event.name}: {event.reason}")
+        stored += event.kind == "stored"
         emit(event)
 
     loads_before = model_loads()
@@ -242,7 +244,7 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
         log_level = luigi.configuration.get_config().get("core", "log_level", "WARNING")
         result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level, **scheduler)
     scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
-    return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, tuple(failed_tasks),
+    return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, stored, tuple(failed_tasks),
                         scheduling_errors=result.status in scheduling_failed)
 
 
@@ -377,8 +379,3 @@ def _die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
 
-
-def _quiet_tensorflow() -> None:
-    # TensorFlow's C++ start-up chatter (CUDA probing, CPU features) would garble the
-    # progress bar; errors still show. Must be set before TensorFlow is imported.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

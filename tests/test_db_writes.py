@@ -212,3 +212,14 @@ def test_parameter_hash_ignores_key_order_and_number_spelling():
 
 def test_parameter_hash_changes_when_a_value_changes():
     assert db.parameter_hash({"min_area": 16}) != db.parameter_hash({"min_area": 17})
+
+
+def test_deleting_an_image_deletes_its_segmentations_and_cells(engine):
+    image_id, model_id = new_image(engine), new_model(engine)
+    kept_image = new_image(engine, "kept.tif")
+    db.store_segmentation(engine, image_id, model_id, PARAMETERS, make_cells(6))
+    db.store_segmentation(engine, kept_image, model_id, PARAMETERS, make_cells(4))
+    with engine.begin() as connection:
+        connection.execute(Image.__table__.delete().where(Image.id == image_id))
+    assert count(engine, Segmentation) == 1
+    assert count(engine, Cell) == 4

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cellpipe.unet import EdgePredictor, UNetConfig, build_unet, predict_edges
-from cellpipe.unet.infer import tile_starts, tile_weights
+from cellpipe.unet.infer import plan_tiles, tile_starts, tile_weights
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,17 @@ def test_tiles_cover_the_axis_and_overlap_by_at_least_the_requested_amount(lengt
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == length
     assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_a_large_image_is_cut_into_fewer_pixels_than_the_nominal_tile_would_need():
+    plan = plan_tiles((2048, 2048), tile=512, overlap=32, multiple=16)
+    assert plan.n_tiles * plan.tile**2 < 25 * 512**2
+    assert plan.tile % 16 == 0 and plan.tile <= 640
+
+
+def test_an_image_smaller_than_a_tile_is_one_small_tile():
+    plan = plan_tiles((300, 200), tile=512, overlap=32, multiple=16)
+    assert plan.n_tiles == 1 and plan.tile == 320 and plan.padded_shape == (320, 320)
 
 
 def test_tile_weights_ramp_only_towards_neighbours():

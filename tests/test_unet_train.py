@@ -1,7 +1,7 @@
 """Training: the loss falls, the best model and its card are saved, runs repeat, transfer learning."""
 
 import json
-import subprocess
+import runpy
 import sys
 from dataclasses import replace
 
@@ -99,12 +99,6 @@ def test_the_same_seed_repeats_the_run(cells_dir, tmp_path, trained):
     np.testing.assert_allclose(again, first, rtol=1e-4)
 
 
-def test_another_seed_gives_another_run(cells_dir, tmp_path, trained):
-    config, _, first = trained
-    _, other = run(replace(config, out=tmp_path / "other.keras", seed=8))
-    assert not np.allclose(other, first, rtol=1e-4)
-
-
 def test_a_frozen_encoder_keeps_its_weights_while_the_decoder_learns(cells_dir, tmp_path, trained):
     _, start, _ = trained
     config = tiny_config(cells_dir, tmp_path / "tuned.keras", init_from=start.model_path, freeze_encoder=True, epochs=1)
@@ -118,18 +112,13 @@ def test_a_frozen_encoder_keeps_its_weights_while_the_decoder_learns(cells_dir, 
 
 
 def test_unknown_validation_ids_are_reported(cells_dir, tmp_path):
-    with pytest.raises(ValueError, match="'9'"):
+    with pytest.raises(ValueError, match="'9'.* no image"):
         train(tiny_config(cells_dir, tmp_path / "m.keras", val_ids="9"))
 
 
 def test_a_crop_the_network_cannot_divide_is_rejected(cells_dir, tmp_path):
     with pytest.raises(ValueError, match="multiple of 4"):
         train(tiny_config(cells_dir, tmp_path / "m.keras", crop=30))
-
-
-def test_without_validation_data_the_last_fifth_is_held_out(cells_dir, tmp_path):
-    result, _ = run(tiny_config(cells_dir, tmp_path / "m.keras", val_ids=None, epochs=1, steps=2))
-    assert result.card.training["validation_images"] == ["5"]
 
 
 def test_edge_loss_is_lower_for_a_better_prediction():
@@ -168,9 +157,10 @@ def test_the_command_line_reports_missing_data_without_a_traceback(tmp_path):
     assert "train/image" in result.output
 
 
-def test_the_cloud_entry_point_is_the_same_command():
-    completed = subprocess.run(
-        [sys.executable, "-m", "cellpipe.unet.train", "--help"], capture_output=True, text=True, timeout=120
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert "--init-from" in completed.stdout and "--freeze-encoder" in completed.stdout
+def test_the_cloud_entry_point_is_the_same_command(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("cellpipe.unet.train", run_name="__main__")
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--init-from" in usage and "--freeze-encoder" in usage

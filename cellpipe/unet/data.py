@@ -110,6 +110,36 @@ def parse_ids(spec: str) -> list[str]:
     return names
 
 
+def split_names(
+    names: Sequence[str], *, val_ids: str | None = None, val_fraction: float = 0.2
+) -> tuple[list[str], list[str]]:
+    """Return ``(train_names, validation_names)``: ``val_ids`` held out, else the last ``val_fraction``.
+
+    With ``val_fraction`` and two or more images, at least one image is held out; the
+    last ones in natural order are taken, because neighbouring slices of a stack are
+    alike and would leak into validation if picked at random.
+
+    Raises
+    ------
+    ValueError
+        When ``val_ids`` names an image that is not in ``names``, or nothing is left to train on.
+    """
+    if val_ids is not None:
+        held_out = parse_ids(val_ids)
+        missing = sorted(set(held_out) - set(names), key=natural_key)
+        if missing:
+            raise ValueError(f"validation ids {missing} name no image/label pair")
+    elif val_fraction > 0 and len(names) > 1:
+        count = max(1, round(val_fraction * len(names)))
+        held_out = list(names[len(names) - count :])
+    else:
+        held_out = []
+    train = [name for name in names if name not in set(held_out)]
+    if not train:
+        raise ValueError(f"no training images left after holding out {held_out}")
+    return train, [name for name in names if name in set(held_out)]
+
+
 def load_pair(name: str, image_path: Path, label_path: Path, contrast=None, *, invert: bool = False) -> TrainingPair:
     """Return the training pair read from ``image_path`` and ``label_path``.
 

@@ -24,7 +24,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cellpipe.unet.data import Augmentation, TrainingPair, list_pairs, load_pair, parse_ids, random_batches
+from cellpipe.unet.data import (
+    Augmentation,
+    TrainingPair,
+    list_pairs,
+    load_pair,
+    parse_ids,
+    random_batches,
+    split_names,
+)
 from cellpipe.unet.infer import EdgePredictor
 from cellpipe.unet.model import ModelCard, UNetConfig, build_unet, card_path, load_model, save_model
 
@@ -279,27 +287,27 @@ def _default_contrast():
 
 
 def _load_data(config: TrainConfig, contrast) -> tuple[list[TrainingPair], list[TrainingPair]]:
-    listed = list_pairs(config.data_dir)
-    names = [name for name, _, _ in listed]
-    wanted = set(parse_ids(config.train_ids)) if config.train_ids else set(names)
-    if config.val_dir is not None:
-        val_listed = list_pairs(config.val_dir)
-        held_out: set[str] = set()
-    else:
-        if config.val_ids is not None:
-            held_out = set(parse_ids(config.val_ids))
+    listed = {name: (name, image, label) for name, image, label in list_pairs(config.data_dir)}
+    try:
+        if config.val_dir is None:
+            train_names, val_names = split_names(list(listed), val_ids=config.val_ids, val_fraction=config.val_fraction)
+            val_items = [listed[name] for name in val_names]
         else:
-            count = max(1, round(config.val_fraction * len(names))) if config.val_fraction and len(names) > 1 else 0
-            held_out = set(names[len(names) - count :]) if count else set()
-        val_listed = [item for item in listed if item[0] in held_out]
-    missing = (wanted | held_out) - set(names)
-    if missing:
-        raise ValueError(f"ids {sorted(missing)} name no image/label pair in {config.data_dir}")
-    train_listed = [item for item in listed if item[0] in wanted and item[0] not in held_out]
-    if not train_listed:
-        raise ValueError(f"no training images left in {config.data_dir} after holding out {sorted(held_out)}")
-    load = lambda items: [load_pair(*item, contrast, invert=config.invert) for item in items]  # noqa: E731
-    return load(train_listed), load(val_listed)
+            train_names, val_items = list(listed), list_pairs(config.val_dir)
+        if config.train_ids:
+            wanted = parse_ids(config.train_ids)
+            if missing := [name for name in wanted if name not in listed]:
+                raise ValueError(f"training ids {missing} name no image/label pair")
+            if held_out := [name for name in wanted if name not in train_names]:
+                raise ValueError(f"training ids {held_out} are held out for validation")
+            train_names = [name for name in train_names if name in set(wanted)]
+    except ValueError as error:
+        raise ValueError(f"{error} in {config.data_dir}") from error
+
+    def load(items):
+        return [load_pair(*item, contrast, invert=config.invert) for item in items]
+
+    return load([listed[name] for name in train_names]), load(val_items)
 
 
 def _training_record(
@@ -316,7 +324,7 @@ def _training_record(
         "train_images": [p.name for p in train_pairs],
         "validation_data": str(Path(config.val_dir).resolve()) if config.val_dir else "held out of data",
         "validation_images": [p.name for p in val_pairs],
-        "initial_model": (base.description or str(config.init_from)) if base else None,
+        "initial_model": {"path": str(config.init_from), "description": base.description} if base else None,
         "settings": settings,
         "augmentation": dataclasses.asdict(config.augmentation),
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",

@@ -135,9 +135,14 @@ class DataLocation:
 
     @property
     def uri(self) -> str:
-        """Return the ``azureml://datastores/NAME/paths/PATH`` or ``https://`` form."""
+        """Return the location as the user gave it: the ``https://`` or datastore form."""
         if self.account:
             return f"https://{self.account}.blob.core.windows.net/{self.container}/{self.path}"
+        return self.datastore_uri
+
+    @property
+    def datastore_uri(self) -> str:
+        """Return ``azureml://datastores/NAME/paths/PATH``, how jobs of both SDKs mount the data."""
         return f"azureml://datastores/{self.datastore}/paths/{self.path}"
 
 
@@ -149,8 +154,8 @@ def parse_data_location(uri: str) -> DataLocation:
     uri : str
         ``azureml://datastores/NAME/paths/PATH`` (a registered datastore) or
         ``https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`` (a blob container,
-        reached with the workspace's identity; SDK v1 registers it as datastore
-        ``ACCOUNT_CONTAINER`` first).
+        reached with the workspace's identity: it is registered as datastore
+        ``ACCOUNT_CONTAINER``, without secrets, before the job is submitted).
 
     Raises
     ------
