@@ -32,6 +32,7 @@ $(EXT_STAMP): $(STAMP) $(EXT_SOURCES) setup.py
 build: $(EXT_STAMP)
 
 test: $(EXT_STAMP)
+	bash scripts/install-test-deps.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(EXT_STAMP)

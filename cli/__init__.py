@@ -54,6 +54,7 @@ def _register_commands() -> None:
         commands_db,
         commands_evaluate,
         commands_images,
+        commands_label,
         commands_model,
         commands_run,
         commands_segment,
