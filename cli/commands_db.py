@@ -18,7 +18,7 @@ DB_OPTION = typer.Option(
     None,
     "--db",
     help="Database URL (sqlite:///PATH or postgresql+psycopg://user@host/db). "
-    "Default: CELLPIPE_DB_URL, then luigi.cfg [cellpipe] db_url, then a SQLite file "
+    "Default: CELLPIPE_DB_URL, then db_url in luigi.cfg (section cellpipe), then a SQLite file "
     "in the user's data directory.",
 )
 DATE_FORMATS = ["%Y-%m-%d"]

@@ -96,32 +96,60 @@ cdef struct Heap:
     Py_ssize_t capacity
 
 
+# Each grey level's FIFO is a linked list of fixed-size chunks drawn from a pool:
+# pushes and pops stream through memory, and a consumed chunk is reused at once
+# instead of going back to the system (fresh pages cost a page fault each).
+DEF CHUNK_SIZE = 4096
+
+
+cdef struct Chunk:
+    int32_t pixels[CHUNK_SIZE]
+    Chunk *next
+
+
 cdef struct Bucket:
-    int32_t *pixels      # FIFO of the pixels queued at one level, in push order
-    Py_ssize_t size
-    Py_ssize_t capacity
+    Chunk *head          # oldest chunk, read from ``read_position``
+    Chunk *tail          # newest chunk, filled up to ``tail_size``
+    Py_ssize_t read_position
+    Py_ssize_t tail_size
 
 
 cdef struct Buckets:
     Bucket *levels
-    int failed           # set when a bucket cannot grow
+    Chunk *spare         # consumed chunks, ready for reuse
+    int failed           # set when no chunk can be allocated
 
 
 cdef inline void bucket_push(Buckets *buckets, Py_ssize_t level, Py_ssize_t pixel) noexcept nogil:
-    # Contiguous FIFOs: pops and pushes stream through memory instead of chasing links.
     cdef Bucket *bucket = &buckets.levels[level]
-    cdef int32_t *grown
-    cdef Py_ssize_t capacity
-    if bucket.size == bucket.capacity:
-        capacity = 2 * bucket.capacity if bucket.capacity else 1024
-        grown = <int32_t *>realloc(bucket.pixels, capacity * sizeof(int32_t))
-        if grown == NULL:
-            buckets.failed = 1
-            return
-        bucket.pixels = grown
-        bucket.capacity = capacity
-    bucket.pixels[bucket.size] = <int32_t>pixel
-    bucket.size += 1
+    cdef Chunk *chunk
+    if bucket.tail == NULL or bucket.tail_size == CHUNK_SIZE:
+        chunk = buckets.spare
+        if chunk != NULL:
+            buckets.spare = chunk.next
+        else:
+            chunk = <Chunk *>malloc(sizeof(Chunk))
+            if chunk == NULL:
+                buckets.failed = 1
+                return
+        chunk.next = NULL
+        if bucket.tail == NULL:
+            bucket.head = chunk
+            bucket.read_position = 0
+        else:
+            bucket.tail.next = chunk
+        bucket.tail = chunk
+        bucket.tail_size = 0
+    bucket.tail.pixels[bucket.tail_size] = <int32_t>pixel
+    bucket.tail_size += 1
+
+
+cdef inline void release_chunks(Chunk *chunk) noexcept nogil:
+    cdef Chunk *next_chunk
+    while chunk != NULL:
+        next_chunk = chunk.next
+        free(chunk)
+        chunk = next_chunk
 
 
 cdef inline int heap_push(Heap *heap, uint64_t key, Py_ssize_t index) noexcept nogil:
@@ -229,9 +257,10 @@ def flood(
     for k in range(n_offsets):
         offset[k] = offsets[k]
 
-    for p in range(n_pixels):
-        if labels[p] != 0:
-            n_markers += 1
+    with nogil:
+        for p in range(n_pixels):
+            if labels[p] != 0:
+                n_markers += 1
     cdef int32_t[::1] markers = np.empty(max(n_markers, 1), dtype=np.int32)
     cdef int32_t[::1] marker_levels = np.empty(max(n_markers, 1), dtype=np.int32)
 
@@ -260,6 +289,7 @@ def flood(
     if n_frontier == 0:
         return
     buckets.failed = 0
+    buckets.spare = NULL
     buckets.levels = <Bucket *>calloc(n_levels, sizeof(Bucket))
     if buckets.levels == NULL:
         raise MemoryError()
@@ -290,7 +320,8 @@ def flood(
                 )
     finally:
         for level in range(n_levels):
-            free(buckets.levels[level].pixels)
+            release_chunks(buckets.levels[level].head)
+        release_chunks(buckets.spare)
         free(buckets.levels)
     if buckets.failed:
         raise MemoryError()
@@ -417,24 +448,36 @@ cdef void _flood_buckets(
     Py_ssize_t n_levels,
     Buckets *buckets,
 ) noexcept nogil:
-    cdef Py_ssize_t level, k, p, q, target, position, ahead
+    cdef Py_ssize_t level, k, p, q, target, position, end, ahead
     cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
     cdef avail_t *free_at = &free_level[0]
     cdef label_t *label_at = &labels[0]
     cdef Bucket *bucket
+    cdef Chunk *chunk
     cdef label_t label
     for level in range(n_levels):
         bucket = &buckets.levels[level]
+        chunk = bucket.head
         position = 0
-        # Pushes to this level append while we read it (and may move its storage).
-        while position < bucket.size:
-            if position + PREFETCH_DISTANCE < bucket.size:
-                ahead = bucket.pixels[position + PREFETCH_DISTANCE]
+        while chunk != NULL:
+            # Pushes to this level append to its tail while we read it.
+            end = bucket.tail_size if chunk == bucket.tail else CHUNK_SIZE
+            if position == end:
+                if chunk == bucket.tail:
+                    break
+                bucket.head = chunk.next
+                chunk.next = buckets.spare
+                buckets.spare = chunk
+                chunk = bucket.head
+                position = 0
+                continue
+            if position + PREFETCH_DISTANCE < end:
+                ahead = chunk.pixels[position + PREFETCH_DISTANCE]
                 prefetch(free_at + ahead - row_stride)
                 prefetch(free_at + ahead)
                 prefetch(free_at + ahead + row_stride)
                 prefetch(label_at + ahead)
-            p = bucket.pixels[position]
+            p = chunk.pixels[position]
             position += 1
             label = label_at[p]
             for k in range(n_offsets):
@@ -448,6 +491,8 @@ cdef void _flood_buckets(
                     bucket_push(buckets, target, q)
             if buckets.failed:
                 return
-        free(bucket.pixels)
-        bucket.pixels = NULL
-        bucket.size = bucket.capacity = 0
+        # The level is done: its last chunk goes back to the pool.
+        if bucket.head != NULL:
+            bucket.head.next = buckets.spare
+            buckets.spare = bucket.head
+        bucket.head = bucket.tail = NULL

@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -369,13 +368,8 @@ def _worker_process(spec: _WorkerSpec, events) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    # A worker must not outlive `cellpipe run` (killed by cron's timeout, by systemd,
-    # or with SIGKILL): on Linux the kernel sends it SIGKILL when the parent dies.
-    if sys.platform.startswith("linux"):
-        import ctypes
+    from cellpipe.tasks.scheduler import die_with_parent
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
-

@@ -10,6 +10,7 @@ when the run ends. It reads the same ``luigi.cfg`` ([scheduler] retry policy,
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,19 @@ from pathlib import Path
 START_TIMEOUT_S = 60.0
 
 _LUIGID = "import sys; from luigi.cmdline import luigid; luigid(sys.argv[1:])"
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux; no-op elsewhere).
+
+    Workers and the private luigid must not outlive ``cellpipe run`` when it is killed
+    (by cron's ``timeout``, by systemd, with SIGKILL).
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
 
 
 class SchedulerError(RuntimeError):
@@ -70,6 +84,7 @@ class PrivateScheduler:
                 [sys.executable, "-c", _LUIGID, "--address", self.host, "--port", str(self.port),
                  "--state-path", str(self.state_dir / "state.pickle"), "--logdir", str(self.state_dir)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM),
             )
             deadline = time.monotonic() + START_TIMEOUT_S
             while time.monotonic() < deadline and self._process.poll() is None:

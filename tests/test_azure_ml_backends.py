@@ -24,7 +24,9 @@ from cellpipe.azure.ml.v1 import V1ControlPlane
 from cellpipe.azure.ml.v2 import V2ControlPlane
 from cellpipe.unet import DEFAULT_MODEL_PATH
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:.*should not be instantiated")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::PendingDeprecationWarning", "ignore:.*should not be instantiated"
+)
 
 WORKSPACE = WorkspaceRef("00000000-0000-0000-0000-000000000000", "lab-rg", "lab-ws")
 DATASTORE_DATA = parse_data_location("azureml://datastores/cells/paths/isbi/train/")
@@ -247,7 +249,7 @@ def test_v2_deploys_endpoint_then_deployment_then_routes_traffic_to_it():
     deployment = control.call("create_deployment").args[1]
     assert (endpoint.name, endpoint.auth_mode) == ("cellpipe", "key")
     assert (deployment.name, deployment.instance_type, deployment.instance_count) == ("green", "Standard_F4s_v2", 2)
-    assert deployment.model == "azureml:cellpipe-unet:7"
+    assert deployment.model == "cellpipe-unet:7"  # how the SDK loads an azureml:NAME:VERSION reference
     assert deployment.code_configuration.scoring_script == "score.py"
     assert control.calls[-1].args[1].traffic == {"green": 100}
     assert status.scoring_uri == "https://cellpipe.inference/score"
@@ -257,7 +259,7 @@ def test_v2_deploying_a_local_model_registers_it_first():
     control = v2_control()
     open_backend("v2", WORKSPACE, control_plane=control).deploy(DEFAULT_MODEL_PATH, Deployment("cellpipe", "online-endpoint"))
     assert control.names[:3] == ["client", "create_model", "create_endpoint"]
-    assert control.call("create_deployment").args[1].model == "azureml:cellpipe-unet:7"
+    assert control.call("create_deployment").args[1].model == "cellpipe-unet:7"
 
 
 def test_v2_delete_removes_one_deployment_or_the_whole_endpoint():

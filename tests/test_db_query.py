@@ -70,6 +70,12 @@ def test_a_write_statement_fails_and_changes_nothing(db_url, engine, stored, sql
     assert cell_count(engine) == 12
 
 
+def test_a_second_statement_after_a_select_is_refused(db_url, engine, stored):
+    result = query(db_url, "SELECT 1; DELETE FROM cells")
+    assert result.exit_code == 1
+    assert cell_count(engine) == 12
+
+
 def test_bad_sql_prints_the_database_error_without_a_traceback(db_url, stored):
     result = query(db_url, "SELEC label FROM cells")
     assert result.exit_code == 1

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,9 +24,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from azurite import free_loopback_port
-
 pytest_plugins = ["azurite"]
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::PendingDeprecationWarning", "ignore:.*should not be instantiated"
+)
 
 MAX_PIXELS = 256 * 256
 MAX_REQUEST_BYTES = 1_000_000
@@ -80,6 +82,12 @@ def server(deployment_dir, azurite, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def free_loopback_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _wait_until_healthy(url, process, log_path):

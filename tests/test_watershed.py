@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from cellpipe.segment import watershed
 
 MARKER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
-FEW_EXAMPLES = settings(
+SMALL_EXAMPLES = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
@@ -58,14 +58,14 @@ def flood_inputs(draw, max_side=12):
     return elevation, markers, mask, connectivity
 
 
-@FEW_EXAMPLES
+@SMALL_EXAMPLES
 @given(flood_inputs())
 def test_labels_equal_skimage_on_random_inputs(inputs):
     elevation, markers, mask, connectivity = inputs
     assert_same_as_skimage(elevation, markers, mask, connectivity)
 
 
-@FEW_EXAMPLES
+@SMALL_EXAMPLES
 @given(flood_inputs(max_side=3))
 def test_labels_equal_skimage_on_tiny_images(inputs):
     elevation, markers, mask, connectivity = inputs
@@ -101,6 +101,25 @@ def test_labels_equal_skimage_with_many_blob_markers(seed, tied):
         elevation[markers != 0] = 1
     mask = rng.random(shape) < 0.9 if seed % 2 else None
     assert_same_as_skimage(elevation, markers, mask, connectivity=1 + seed % 2)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["markers-at-level-0", "markers-at-own-level"])
+def test_labels_equal_skimage_on_a_cell_like_edge_map(tied):
+    # What segment_edges floods: blurred noisy walls, markers at the cell centres.
+    rng = np.random.default_rng(11)
+    sites = np.ones((128, 160), dtype=bool)
+    sites.flat[rng.choice(sites.size, 40, replace=False)] = False
+    distance, (rows, cols) = ndi.distance_transform_edt(sites, return_indices=True)
+    owner = rows * sites.shape[1] + cols
+    walls = np.zeros(sites.shape)
+    walls[:, 1:] += owner[:, 1:] != owner[:, :-1]
+    walls[1:, :] += owner[1:, :] != owner[:-1, :]
+    edges = np.clip(ndi.gaussian_filter(walls, 1.0) * 2 + rng.normal(0, 0.05, walls.shape), 0, 1)
+    elevation = np.rint(edges * 255).astype(np.uint8)
+    markers = (distance < 3) * (owner + 1)
+    if tied:
+        elevation[markers != 0] = 0
+    assert_same_as_skimage(elevation, markers)
 
 
 def test_labels_equal_skimage_for_uint16_plateaus():

@@ -183,6 +183,7 @@ def score_image(payload: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """Return the cells of the base64 image in ``payload["image"]``."""
     from cellpipe.io import ImageReadError, read_image
 
+    segmenter = _segmenter(payload)
     encoded = payload["image"]
     if not isinstance(encoded, str) or not encoded:
         raise RequestError(400, '"image" must be a base64 string of a PNG, TIFF or JPEG file')
@@ -197,7 +198,7 @@ def score_image(payload: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     except ImageReadError as error:
         raise RequestError(400, str(error)) from None
     started = time.perf_counter()
-    result = _segmenter(payload)(image)
+    result = segmenter(image)
     return {
         "n_cells": result.n_cells,
         "cells": cell_rows(result.cells),
@@ -213,6 +214,7 @@ def score_batch(payload: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     from cellpipe.azure import BlobStorageError, open_store, parse_blob_url
     from cellpipe.azure.url import BlobUrl
 
+    segmenter = _segmenter(payload)
     count = payload.get("count", limits.max_images)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limits.max_images:
         raise RequestError(400, f'"count" must be an integer from 1 to {limits.max_images}')
@@ -227,7 +229,6 @@ def score_batch(payload: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     except (BlobStorageError, ValueError) as error:
         raise RequestError(400, str(error)) from None
     overlay = bool(payload.get("overlay", True))
-    segmenter = _segmenter(payload)
     images = []
     try:
         with open_store(source, os.environ) as inputs, open_store(target, os.environ) as outputs:

@@ -15,6 +15,7 @@ specification folder, and every call to Azure goes through :class:`V1ControlPlan
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -103,9 +104,14 @@ def write_training_spec(job: TrainingJob, workspace: WorkspaceRef, folder: Path,
     v1 = folder / "v1"
     v1.mkdir(parents=True, exist_ok=True)
     (v1 / "train.runconfig").touch()  # RunConfiguration.save takes a file path only if the file exists
-    objects["script_run"].run_config.save(path=str(v1 / "train.runconfig"))
+    # save() turns some fields into YAML maps: save a copy, submit the original
+    copy.deepcopy(objects["script_run"].run_config).save(path=str(v1 / "train.runconfig"))
     objects["environment"].save_to_directory(str(v1 / "environment"), overwrite=True)
-    spec.write_json(v1 / "compute.json", {"name": job.compute.name, **vars(objects["provisioning"])})
+    from azureml.core.compute import AmlCompute
+
+    # The REST body ComputeTarget.create sends (location: the workspace's, filled in at creation).
+    payload = AmlCompute._build_create_payload(objects["provisioning"], None, workspace.subscription_id)
+    spec.write_json(v1 / "compute.json", {"name": job.compute.name, **payload})
     spec.write_json(folder / "job.json", {
         "sdk": "v1", "workspace": workspace.as_dict(), "experiment": job.experiment,
         "command": objects["script_run"].command, "data": {"uri": job.data.uri, "datastore": job.data.datastore,

@@ -35,12 +35,16 @@ def _ml():
     return require_sdk("azure.ai.ml", EXTRA)
 
 
-def build_environment(folder: Path, name: str) -> Any:
-    """Return the v2 ``Environment`` built from the Docker build context ``folder``."""
+def build_environment(folder: Path) -> Any:
+    """Return the v2 ``Environment`` built from the Docker build context ``folder``.
+
+    It is anonymous (the SDK ignores the name of an inline environment): Azure ML names
+    it by the hash of the build context and reuses the image while that is unchanged.
+    """
     _ml()
     from azure.ai.ml.entities import BuildContext, Environment
 
-    return Environment(name=name, build=BuildContext(path=str(folder), dockerfile_path="Dockerfile"),
+    return Environment(build=BuildContext(path=str(folder), dockerfile_path="Dockerfile"),
                        description="cellpipe: pinned requirements and the project itself")
 
 
@@ -56,7 +60,7 @@ def write_training_spec(job: TrainingJob, workspace: WorkspaceRef, folder: Path)
         command=" ".join(command),
         inputs={"data": ml.Input(type=AssetTypes.URI_FOLDER, path=job.data.datastore_uri)},
         outputs={"model": ml.Output(type=AssetTypes.URI_FOLDER)},
-        environment=build_environment(env.path, "cellpipe-train"),
+        environment=build_environment(env.path),
         compute=job.compute.name,
         experiment_name=job.experiment,
         display_name="cellpipe U-Net training",
@@ -109,7 +113,7 @@ def write_deployment_spec(model: Path | ModelRef, deployment: Deployment, worksp
                                      description="cellpipe: cells in microscope images", tags={"app": "cellpipe"})
     online = ManagedOnlineDeployment(
         name=deployment.deployment_name, endpoint_name=deployment.service_name, model=model_asset,
-        environment=build_environment(env.path, "cellpipe-serve"),
+        environment=build_environment(env.path),
         code_configuration=CodeConfiguration(code=str(code), scoring_script="score.py"),
         instance_type=deployment.instance_type, instance_count=deployment.instance_count,
         environment_variables=dict(deployment.environment_variables) or None,
