@@ -51,6 +51,7 @@ def _root(
 def _register_commands() -> None:
     # Each module adds its commands to the apps above when imported.
     from cellpipe.cli import (  # noqa: F401
+        commands_azure_ml,
         commands_db,
         commands_evaluate,
         commands_images,

@@ -145,4 +145,9 @@ def _print_report(console: Console, report) -> None:
         console.print(f"[red]{line.category}[/red] {line.name}: {line.reason}")
     if len(failures) > SHOWN_FAILURES:
         console.print(f"... and {len(failures) - SHOWN_FAILURES} more (see --summary-json)")
+    for worker in report.workers:
+        if worker.crashed:
+            console.print(f"[red]worker {worker.worker} crashed:[/red] {worker.crashed}")
+        if worker.luigi_summary and (worker.crashed or worker.failed_tasks or worker.scheduling_errors):
+            console.print(f"worker {worker.worker}: {worker.luigi_summary}")
     console.print(f"results in {report.output}; exit code {report.exit_code()}")

@@ -125,6 +125,8 @@ cdef struct RowMasks:
     uint8_t* border       # labelled, with a 4-neighbour of another label or outside
     uint8_t* right        # differs from the pixel to the right (1 in the last column)
     uint8_t* below        # differs from the pixel below (1 in the last row)
+    uint8_t* below_left   # differs from the pixel below-left (1 in first column/last row)
+    uint8_t* below_right  # differs from the pixel below-right (1 in last column/last row)
     # Bitmaps, 64 pixels per word: ``right`` and the border pixels that are neither the
     # first nor the last of their run (rare: most runs have border pixels at both ends).
     uint64_t* right_bits
@@ -207,8 +209,8 @@ cdef extern from *:
     __attribute__((target("avx2")))
     static Py_ssize_t cellpipe_compare_pixels_avx2_32(
             const void *row_pixels, const void *below_pixels, Py_ssize_t n_cols,
-            const uint8_t *above_differs, uint8_t *below_differs, uint8_t *right,
-            uint8_t *border) {
+            const uint8_t *above_differs, uint8_t *below_differs, uint8_t *below_left,
+            uint8_t *below_right, uint8_t *right, uint8_t *border) {
         const int32_t *row = (const int32_t *)row_pixels;
         const int32_t *below = (const int32_t *)below_pixels;
         const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi8(1);
@@ -217,11 +219,16 @@ cdef extern from *:
         int j;
         for (c = 1; c + 32 <= n_cols - 1; c += 32) {
             __m256i same_below[4], same_right[4], same_left[4], unlabelled[4];
+            __m256i same_below_left[4], same_below_right[4];
             for (j = 0; j < 4; j++) {
                 const int32_t *at = row + c + 8 * j;
                 __m256i x = _mm256_loadu_si256((const __m256i *)at);
-                same_below[j] = _mm256_cmpeq_epi32(
-                    x, _mm256_loadu_si256((const __m256i *)(below + c + 8 * j)));
+                const int32_t *under = below + c + 8 * j;
+                same_below[j] = _mm256_cmpeq_epi32(x, _mm256_loadu_si256((const __m256i *)under));
+                same_below_left[j] = _mm256_cmpeq_epi32(
+                    x, _mm256_loadu_si256((const __m256i *)(under - 1)));
+                same_below_right[j] = _mm256_cmpeq_epi32(
+                    x, _mm256_loadu_si256((const __m256i *)(under + 1)));
                 same_right[j] = _mm256_cmpeq_epi32(x, _mm256_loadu_si256((const __m256i *)(at + 1)));
                 same_left[j] = _mm256_cmpeq_epi32(x, _mm256_loadu_si256((const __m256i *)(at - 1)));
                 unlabelled[j] = _mm256_cmpeq_epi32(x, zero);
@@ -230,6 +237,8 @@ cdef extern from *:
             #define CELLPIPE_TO_BYTES(v) _mm256_permutevar8x32_epi32(_mm256_packs_epi16( \
                 _mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3])), in_order)
             __m256i below_same = CELLPIPE_TO_BYTES(same_below);
+            __m256i below_left_same = CELLPIPE_TO_BYTES(same_below_left);
+            __m256i below_right_same = CELLPIPE_TO_BYTES(same_below_right);
             __m256i right_same = CELLPIPE_TO_BYTES(same_right);
             __m256i left_same = CELLPIPE_TO_BYTES(same_left);
             __m256i no_label = CELLPIPE_TO_BYTES(unlabelled);
@@ -239,6 +248,9 @@ cdef extern from *:
             __m256i inside = _mm256_and_si256(_mm256_and_si256(below_same, above_same),
                                               _mm256_and_si256(right_same, left_same));
             _mm256_storeu_si256((__m256i *)(below_differs + c), _mm256_andnot_si256(below_same, one));
+            _mm256_storeu_si256((__m256i *)(below_left + c), _mm256_andnot_si256(below_left_same, one));
+            _mm256_storeu_si256((__m256i *)(below_right + c),
+                                _mm256_andnot_si256(below_right_same, one));
             _mm256_storeu_si256((__m256i *)(right + c), _mm256_andnot_si256(right_same, one));
             _mm256_storeu_si256((__m256i *)(border + c),
                                 _mm256_andnot_si256(_mm256_or_si256(inside, no_label), one));
@@ -260,16 +272,19 @@ cdef extern from *:
     static CELLPIPE_CLONES void cellpipe_compare_pixels_##T(                             \
             const T *__restrict__ row, const T *__restrict__ below, Py_ssize_t n_cols,  \
             const uint8_t *__restrict__ above_differs, uint8_t *__restrict__ below_differs, \
+            uint8_t *__restrict__ below_left, uint8_t *__restrict__ below_right,         \
             uint8_t *__restrict__ right, uint8_t *__restrict__ border) {                 \
         Py_ssize_t c = 1;                                                                \
         if (sizeof(T) == 4) {                                                            \
-            c = CELLPIPE_SIMD_32(row, below, n_cols, above_differs, below_differs, right, \
-                                 border);                                                \
+            c = CELLPIPE_SIMD_32(row, below, n_cols, above_differs, below_differs,       \
+                                 below_left, below_right, right, border);                \
         }                                                                                \
         for (; c < n_cols - 1; c++) {                                                    \
             T x = row[c];                                                                \
             uint8_t differs_below = x != below[c], differs_right = x != row[c + 1];      \
             below_differs[c] = differs_below;                                            \
+            below_left[c] = x != below[c - 1];                                           \
+            below_right[c] = x != below[c + 1];                                          \
             right[c] = differs_right;                                                    \
             border[c] = (x != 0) & (differs_right | (x != row[c - 1]) | above_differs[c] \
                                     | differs_below);                                    \
@@ -288,22 +303,28 @@ cdef extern from *:
     void _prefetch "cellpipe_prefetch" (const void* address) noexcept nogil
     void _compare_pixels_uint8 "cellpipe_compare_pixels_uint8_t" (
         const uint8_t* row, const uint8_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     void _compare_pixels_uint16 "cellpipe_compare_pixels_uint16_t" (
         const uint16_t* row, const uint16_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     void _compare_pixels_uint32 "cellpipe_compare_pixels_uint32_t" (
         const uint32_t* row, const uint32_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     void _compare_pixels_uint64 "cellpipe_compare_pixels_uint64_t" (
         const uint64_t* row, const uint64_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     void _compare_pixels_int32 "cellpipe_compare_pixels_int32_t" (
         const int32_t* row, const int32_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     void _compare_pixels_int64 "cellpipe_compare_pixels_int64_t" (
         const int64_t* row, const int64_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* right, uint8_t* border) noexcept nogil
+        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
+        uint8_t* border) noexcept nogil
     # Byte-mask pointers that alias nothing else, so that the mask loops vectorise.
     ctypedef uint8_t* mask_ptr "uint8_t * __restrict__"
     ctypedef const uint8_t* const_mask_ptr "const uint8_t * __restrict__"
@@ -325,32 +346,40 @@ cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_co
                        RowMasks* masks) noexcept nogil:
     """Fill ``masks`` for one row. ``below`` is the next row, or NULL for the last row;
     ``above_differs`` is the previous row's ``masks.below`` (all 1 for the first row)."""
-    cdef Py_ssize_t last = n_cols - 1
-    if below != NULL:
-        if label_t is uint8_t:
-            _compare_pixels_uint8(row, below, n_cols, above_differs, masks.below,
-                                  masks.right, masks.border)
-        elif label_t is uint16_t:
-            _compare_pixels_uint16(row, below, n_cols, above_differs, masks.below,
-                                   masks.right, masks.border)
-        elif label_t is uint32_t:
-            _compare_pixels_uint32(row, below, n_cols, above_differs, masks.below,
-                                   masks.right, masks.border)
-        elif label_t is uint64_t:
-            _compare_pixels_uint64(row, below, n_cols, above_differs, masks.below,
-                                   masks.right, masks.border)
-        elif label_t is int32_t:
-            _compare_pixels_int32(row, below, n_cols, above_differs, masks.below,
-                                  masks.right, masks.border)
-        else:
-            _compare_pixels_int64(row, below, n_cols, above_differs, masks.below,
-                                  masks.right, masks.border)
-        masks.below[0] = row[0] != below[0]
-        masks.below[last] = row[last] != below[last]
-    else:
+    cdef Py_ssize_t last = n_cols - 1, word
+    cdef uint64_t run_starts, last_of_previous_word = 1  # column 0 starts a run
+    if below == NULL:
         _compare_last_row(row, n_cols, masks.right, masks.border)
         memset(masks.below, 1, n_cols)
-    # The first and last columns: their outer neighbour lies outside the image.
+        memset(masks.below_left, 1, n_cols)
+        memset(masks.below_right, 1, n_cols)
+    else:
+        if label_t is uint8_t:
+            _compare_pixels_uint8(row, below, n_cols, above_differs, masks.below,
+                                  masks.below_left, masks.below_right, masks.right, masks.border)
+        elif label_t is uint16_t:
+            _compare_pixels_uint16(row, below, n_cols, above_differs, masks.below,
+                                   masks.below_left, masks.below_right, masks.right, masks.border)
+        elif label_t is uint32_t:
+            _compare_pixels_uint32(row, below, n_cols, above_differs, masks.below,
+                                   masks.below_left, masks.below_right, masks.right, masks.border)
+        elif label_t is uint64_t:
+            _compare_pixels_uint64(row, below, n_cols, above_differs, masks.below,
+                                   masks.below_left, masks.below_right, masks.right, masks.border)
+        elif label_t is int32_t:
+            _compare_pixels_int32(row, below, n_cols, above_differs, masks.below,
+                                  masks.below_left, masks.below_right, masks.right, masks.border)
+        else:
+            _compare_pixels_int64(row, below, n_cols, above_differs, masks.below,
+                                  masks.below_left, masks.below_right, masks.right, masks.border)
+        # The first and last columns; a neighbour outside the image differs.
+        masks.below[0] = row[0] != below[0]
+        masks.below[last] = row[last] != below[last]
+        masks.below_left[0] = 1
+        masks.below_right[last] = 1
+        if last > 0:
+            masks.below_right[0] = row[0] != below[1]
+            masks.below_left[last] = row[last] != below[last - 1]
     masks.right[last] = 1
     if last > 0:
         masks.right[0] = row[0] != row[1]
@@ -358,73 +387,56 @@ cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_co
     masks.border[last] = row[last] != 0
     _pack_bits(masks.right, masks.right_bits, n_words)
     _pack_bits(masks.border, masks.inner_border_bits, n_words)
-    cdef uint64_t run_starts, last_of_previous_word = 1  # column 0 starts a run
-    cdef Py_ssize_t word
     for word in range(n_words):
         run_starts = (masks.right_bits[word] << 1) | last_of_previous_word
         last_of_previous_word = masks.right_bits[word] >> 63
         masks.inner_border_bits[word] &= ~(masks.right_bits[word] | run_starts)
 
 
-cdef inline int _pixel_code(const label_t* up, const label_t* down, label_t v, Py_ssize_t c,
-                            Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n_cols,
-                            const RowMasks* masks_up, const RowMasks* masks,
-                            const RowMasks* masks_down) noexcept nogil:
+cdef inline int _pixel_code(Py_ssize_t c, Py_ssize_t start, Py_ssize_t stop,
+                            const RowMasks* up, const RowMasks* row,
+                            const RowMasks* down) noexcept nogil:
     """Return skimage's perimeter code of the border pixel c of the run [start, stop).
 
     Border rows outside the image are all 0, as are index -1 and n_cols of every border
-    row, so the clamped label reads are masked out wherever a neighbour is outside.
+    row, which masks out neighbours outside the image.
     """
-    cdef Py_ssize_t left = c - 1 if c > 0 else c
-    cdef Py_ssize_t right = c + 1 if c + 1 < n_cols else c
-    cdef const uint8_t* border_up = masks_up.border
-    cdef const uint8_t* border_down = masks_down.border
-    cdef int straight = (((c > start) & masks.border[c - 1])
-                         + ((c + 1 < stop) & masks.border[c + 1])
-                         + (border_up[c] & (masks_up.below[c] ^ 1))
-                         + (border_down[c] & (masks.below[c] ^ 1)))
-    cdef int diagonal = ((border_up[c - 1] & (up[left] == v))
-                         + (border_up[c + 1] & (up[right] == v))
-                         + (border_down[c - 1] & (down[left] == v))
-                         + (border_down[c + 1] & (down[right] == v)))
+    cdef int straight = (((c > start) & row.border[c - 1])
+                         + ((c + 1 < stop) & row.border[c + 1])
+                         + (up.border[c] & (up.below[c] ^ 1))
+                         + (down.border[c] & (row.below[c] ^ 1)))
+    cdef int diagonal = ((up.border[c - 1] & (up.below_right[c - 1] ^ 1))
+                         + (up.border[c + 1] & (up.below_left[c + 1] ^ 1))
+                         + (down.border[c - 1] & (row.below_left[c] ^ 1))
+                         + (down.border[c + 1] & (row.below_right[c] ^ 1)))
     return 1 + 2 * straight + 10 * diagonal
 
 
-cdef inline void _add_run_perimeter(CellSums* cell, const label_t* row, const label_t* up,
-                                    const label_t* down, Py_ssize_t start, Py_ssize_t stop,
-                                    Py_ssize_t n_cols, const RowMasks* masks_up,
-                                    const RowMasks* masks,
-                                    const RowMasks* masks_down) noexcept nogil:
-    """Add the perimeter weights of the border pixels of the run row[start:stop]."""
-    cdef label_t v = row[start]
-    cdef int code
-    cdef int64_t halves = 0
-    cdef Py_ssize_t c, word, last
+cdef inline void _add_run_perimeter(CellSums* cell, Py_ssize_t start, Py_ssize_t stop,
+                                    const RowMasks* up, const RowMasks* row,
+                                    const RowMasks* down) noexcept nogil:
+    """Add the perimeter weights of the border pixels of the run [start, stop) of ``row``."""
+    cdef int64_t halves
+    cdef Py_ssize_t c, word, first = start + 1, last = stop - 2
     cdef uint64_t bits
     # The first and last pixels of a run are border pixels: their row neighbour differs.
-    code = _pixel_code(up, down, v, start, start, stop, n_cols, masks_up, masks, masks_down)
-    halves += WEIGHT_HALVES[code]
+    halves = WEIGHT_HALVES[_pixel_code(start, start, stop, up, row, down)]
     if stop - start > 1:
-        code = _pixel_code(up, down, v, stop - 1, start, stop, n_cols, masks_up, masks,
-                           masks_down)
-        halves += WEIGHT_HALVES[code]
+        halves += WEIGHT_HALVES[_pixel_code(stop - 1, start, stop, up, row, down)]
     # Pixels in between are border pixels where the row above or below differs.
-    last = stop - 2
-    if start + 1 <= last:
-        for word in range((start + 1) >> 6, (last >> 6) + 1):
-            bits = masks.inner_border_bits[word]
+    if first <= last:
+        for word in range(first >> 6, (last >> 6) + 1):
+            bits = row.inner_border_bits[word]
             if bits == 0:
                 continue
-            if word == (start + 1) >> 6:
-                bits &= ~0ULL << ((start + 1) & 63)
+            if word == first >> 6:
+                bits &= ~0ULL << (first & 63)
             if word == last >> 6:
                 bits &= ~0ULL >> (63 - (last & 63))
             while bits != 0:
                 c = (word << 6) + _lowest_bit(bits)
                 bits &= bits - 1
-                code = _pixel_code(up, down, v, c, start, stop, n_cols, masks_up, masks,
-                                   masks_down)
-                halves += WEIGHT_HALVES[code]
+                halves += WEIGHT_HALVES[_pixel_code(c, start, stop, up, row, down)]
     cell.perimeter_halves += halves & <int64_t> 0xFFFFFFFF
     cell.perimeter_diagonal_halves += halves >> 32
 
@@ -469,15 +481,15 @@ cdef inline int _grow_table(Scan* scan, int64_t label) noexcept nogil:
     return _OK
 
 
-cdef inline int64_t _sum_of_squares_below(int64_t n) noexcept nogil:
-    """Return 0**2 + 1**2 + ... + (n - 1)**2."""
-    return (n - 1) * n * (2 * n - 1) // 6
+cdef inline int64_t _sum_of_squares_below(uint64_t n) noexcept nogil:
+    """Return 0**2 + 1**2 + ... + (n - 1)**2 (n >= 0; unsigned, for a cheaper division)."""
+    return <int64_t> ((n - 1) * n * (2 * n - 1) // 6) if n > 0 else 0
 
 
 cdef inline void _add_run(CellSums* cell, int64_t r, int64_t start, int64_t stop) noexcept nogil:
     """Add the pixels (r, start) .. (r, stop - 1) to the cell's count, bbox and moments."""
     cdef int64_t m = stop - start
-    cdef int64_t sum_c = m * (start + stop - 1) // 2
+    cdef int64_t sum_c = (m * (start + stop - 1)) >> 1  # the product is even and >= 0
     cell.area += m
     cell.sum_r += m * r
     cell.sum_rr += m * r * r
@@ -485,10 +497,8 @@ cdef inline void _add_run(CellSums* cell, int64_t r, int64_t start, int64_t stop
     cell.sum_cc += _sum_of_squares_below(stop) - _sum_of_squares_below(start)
     cell.sum_rc += r * sum_c
     cell.row_stop = r + 1
-    if start < cell.col_min:
-        cell.col_min = start
-    if stop > cell.col_stop:
-        cell.col_stop = stop
+    cell.col_min = min(cell.col_min, start)
+    cell.col_stop = max(cell.col_stop, stop)
 
 
 cdef inline void _row_intensity(const intensity_t* row, const Run* runs, Py_ssize_t n_runs,
@@ -541,7 +551,7 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
     cdef Py_ssize_t n_words = (n_cols + 63) // 64
     # Byte rows are padded to whole words, plus 16 bytes on either side.
     cdef Py_ssize_t stride = 64 * n_words + 32
-    cdef uint8_t* bytes = <uint8_t*> calloc(9 * stride, 1)
+    cdef uint8_t* bytes = <uint8_t*> calloc(15 * stride, 1)
     cdef uint64_t* words = <uint64_t*> calloc(6 * n_words, sizeof(uint64_t))
     cdef Run* runs = <Run*> malloc(n_cols * sizeof(Run))
     cdef RowMasks rings[3]
@@ -550,7 +560,6 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
     cdef RowMasks* masks_down = &rings[2]
     cdef RowMasks* spare
     cdef const label_t* row
-    cdef const label_t* up
     cdef const label_t* down
     cdef Py_ssize_t r, start, stop, n_runs, i, word
     cdef uint64_t bits
@@ -564,9 +573,11 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
         free(runs)
         return _NO_MEMORY
     for i in range(3):
-        rings[i].border = bytes + 16 + (3 * i) * stride
+        rings[i].border = bytes + 16 + (5 * i) * stride
         rings[i].right = rings[i].border + stride
         rings[i].below = rings[i].right + stride
+        rings[i].below_left = rings[i].below + stride
+        rings[i].below_right = rings[i].below_left + stride
         rings[i].right_bits = words + (2 * i) * n_words
         rings[i].inner_border_bits = rings[i].right_bits + n_words
         (rings[i].right - 1)[0] = 1  # the pixel left of the image differs
@@ -576,8 +587,7 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
                  masks_up.below, masks)
     for r in range(n_rows):
         row = labels + r * n_cols
-        up = row - n_cols if r > 0 else row
-        down = row + n_cols if r + 1 < n_rows else row
+        down = row + n_cols
         if r + 1 < n_rows:
             _compare_row(down, down + n_cols if r + 2 < n_rows else NULL, n_cols, n_words,
                          masks.below, masks_down)
@@ -617,8 +627,7 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
                         scan.cell_of_label[v] = <int32_t> cell_index
                     cell = &scan.cells[cell_index]
                     _add_run(cell, r, start, stop)
-                    _add_run_perimeter(cell, row, up, down, start, stop, n_cols, masks_up,
-                                       masks, masks_down)
+                    _add_run_perimeter(cell, start, stop, masks_up, masks, masks_down)
                     runs[n_runs].start = start
                     runs[n_runs].stop = stop
                     runs[n_runs].cell = cell_index

@@ -7,6 +7,8 @@ compactness, no watershed line) keeps one binary heap of ``(value, age)`` keys. 
 marker is pushed first, in raster order, with key ``(elevation[marker], 0)``. Popping
 a pixel labels each free neighbour at once with the popped pixel's label and pushes it
 with ``value = max(elevation[neighbour], popped value)`` and a fresh, increasing age.
+(scikit-image's main branch pushes markers at ``-inf`` instead; when all markers lie
+on the lowest level, as in :func:`cellpipe.segment.segment_edges`, both agree.)
 
 Markers with equal elevation tie, and the binary heap's shape decides which of them
 pops first (which matters when two labels reach for the same pixel, and for the ages
@@ -23,12 +25,13 @@ heap exactly while markers remain, then finishes with a bucket queue:
      a finite element) and scikit-image's sift-down rule (strictly smaller child wins,
      left child on ties) is replayed on them: O(1) per pop while the heap's last slot
      holds a marker, one walk down the marker slots otherwise;
-   - otherwise, the full binary heap is replayed, with inline integer keys.
+   - otherwise, the full binary heap is replayed, with inline integer keys, until the
+     last marker pops: at heap speed, only a few times faster than scikit-image.
 
    Either replay stops as soon as every marker that touches a free pixel has popped:
    the remaining markers can push nothing.
 2. Flood phase: every key left or pushed later is distinct and every later push has a
-   larger age, so one FIFO per grey level (a growable array) pops them in exactly
+   larger age, so one FIFO per grey level (a list of chunks) pops them in exactly
    the heap's ``(value, age)`` order, at O(1) per pixel.
 
 The flood is bound by memory latency (the FIFO of one level visits every cell of the
@@ -99,7 +102,8 @@ cdef struct Heap:
 # Each grey level's FIFO is a linked list of fixed-size chunks drawn from a pool:
 # pushes and pops stream through memory, and a consumed chunk is reused at once
 # instead of going back to the system (fresh pages cost a page fault each).
-DEF CHUNK_SIZE = 4096
+cdef enum:
+    CHUNK_SIZE = 4096
 
 
 cdef struct Chunk:

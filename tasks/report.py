@@ -71,6 +71,8 @@ class WorkerResult:
         Completeness or dependencies could not be determined for some task.
     crashed : str
         The error that ended the worker, if it did not end normally.
+    luigi_summary : str
+        Luigi's execution summary when its run did not succeed (what it did not run, and why).
     """
 
     worker: int
@@ -80,6 +82,7 @@ class WorkerResult:
     failed_tasks: tuple[str, ...] = ()
     scheduling_errors: bool = False
     crashed: str = ""
+    luigi_summary: str = ""
 
 
 @dataclass

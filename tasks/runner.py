@@ -243,8 +243,10 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
         log_level = luigi.configuration.get_config().get("core", "log_level", "WARNING")
         result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level, **scheduler)
     scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
+    succeeded = result.status in {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
     return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, stored, tuple(failed_tasks),
-                        scheduling_errors=result.status in scheduling_failed)
+                        scheduling_errors=result.status in scheduling_failed,
+                        luigi_summary="" if succeeded else result.summary_text)
 
 
 class _Collector:

@@ -257,7 +257,11 @@ def _score_blob(inputs, outputs, blob, input_prefix: str, segmenter, overlay: bo
                            max_pixels=limits.max_pixels)
     except (ImageReadError, BlobTooLargeError, BlobNotFoundError, ContentMismatchError) as error:
         return {"name": blob.name, "error": str(error)}
-    result = segmenter(image)
+    try:
+        result = segmenter(image)
+    except Exception as error:  # one bad image must not fail the batch
+        logger.exception("segmenting %s failed", blob.name)
+        return {"name": blob.name, "error": f"segmentation failed ({type(error).__name__}: {error})"}
     files = result_files(stem, image, result.labels, result.cells, with_overlay=overlay)
     written = [outputs.upload_atomic(name, data, content_type=_CONTENT_TYPES[PurePosixPath(name).suffix]).url
                for name, data in files.items()]
