@@ -115,6 +115,8 @@ class _BatchProgress:
             self.progress.update(self.bar, advance=1, failed=failed, skipped=skipped, rate=f"{rate:.2f} img/s")
             if event.kind == "failed":
                 self.console.print(f"[red]failed[/red] {event.name}: {event.reason}")
+        elif event.kind == "changed":
+            self.console.print(f"[yellow]not now[/yellow] {event.reason}")
         elif event.kind == "task_error":
             self.console.print(f"[yellow]error[/yellow] {event.name}: {event.reason} (not recorded; retried later)")
 
@@ -135,7 +137,7 @@ def _print_report(console: Console, report) -> None:
     table.add_row("stored per worker (model loads)",
                   ", ".join(f"#{w.worker}: {w.stored} ({w.model_loads})" for w in report.workers))
     table.add_row("cells stored", str(sum(line.n_cells or 0 for line in report.images if line.category == "stored")))
-    table.add_row("throughput", f"{report.throughput:.2f} images/s in {report.seconds:.1f} s")
+    table.add_row("throughput (whole run)", f"{report.throughput:.2f} images/s in {report.seconds:.1f} s")
     if report.stage_seconds:
         stages = ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in report.stage_seconds.items())
         table.add_row("mean time per image", stages)

@@ -28,7 +28,7 @@ from cellpipe.db.models import CELL_COLUMNS, CELL_STATISTICS, OPTIONAL_CELL_STAT
 _INTEGER_COLUMNS = frozenset({"label", "area", "bbox_0", "bbox_1", "bbox_2", "bbox_3"})
 _BOOLEAN_COLUMNS = frozenset({"touches_border"})
 _NOT_NULL_COLUMNS = frozenset(
-    {"label", "area", "centroid_0", "centroid_1", "x", "y", "bbox_0", "bbox_1", "bbox_2", "bbox_3"}
+    {"label", "area", "centroid_0", "centroid_1", "bbox_0", "bbox_1", "bbox_2", "bbox_3"}
 )
 _INT32 = np.iinfo(np.int32)
 # PostgreSQL binary COPY: type name, big-endian numpy type of the value.
@@ -108,7 +108,6 @@ def cell_columns(cells: Mapping[str, Any]) -> CellColumns:
     n_cells = len(arrays["label"]) if arrays["label"].ndim == 1 else -1
     if any(shape != (n_cells,) for shape in shapes.values()):
         raise ValueError(f"cell statistics must be 1-D arrays of one length, got shapes {shapes}")
-    arrays["x"], arrays["y"] = arrays["centroid_1"], arrays["centroid_0"]
 
     names = tuple(name for name in CELL_COLUMNS if name in arrays or name == "segmentation_id")
     records = np.zeros(n_cells, dtype=[(name, _NUMPY_TYPES[_kind(name)]) for name in names])

@@ -31,6 +31,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Double,
@@ -221,8 +222,8 @@ class Cell(Base):
     that writes their segmentation; deleting a segmentation (or its image) deletes its
     cells through the trigger ``segmentations_delete_cells``.
 
-    ``centroid_0``/``centroid_1`` are row/column in pixels; ``x`` and ``y`` repeat them
-    as column/row for people who think in x/y. ``bbox_0..3`` are min_row, min_col,
+    ``centroid_0``/``centroid_1`` are row/column in pixels; ``x`` and ``y`` are generated
+    columns that repeat them as column/row for people who think in x/y. ``bbox_0..3`` are min_row, min_col,
     max_row, max_col (max exclusive), as in scikit-image.
     """
 
@@ -235,8 +236,10 @@ class Cell(Base):
     area: Mapped[int] = mapped_column(Integer)
     centroid_0: Mapped[float] = mapped_column(Double)
     centroid_1: Mapped[float] = mapped_column(Double)
-    x: Mapped[float] = mapped_column(Double, comment="= centroid_1 (column)")
-    y: Mapped[float] = mapped_column(Double, comment="= centroid_0 (row)")
+    # Generated from the centroid, so they can never disagree with it (stored on
+    # PostgreSQL, which has only stored generated columns; computed on read on SQLite).
+    x: Mapped[float] = mapped_column(Double, Computed("centroid_1"), comment="= centroid_1 (column)")
+    y: Mapped[float] = mapped_column(Double, Computed("centroid_0"), comment="= centroid_0 (row)")
     bbox_0: Mapped[int] = mapped_column(Integer)
     bbox_1: Mapped[int] = mapped_column(Integer)
     bbox_2: Mapped[int] = mapped_column(Integer)
@@ -253,7 +256,10 @@ class Cell(Base):
     touches_border: Mapped[bool | None] = mapped_column(Boolean)
 
 
-#: Column order of ``cells`` used by the bulk writers (``segmentation_id`` first).
-CELL_COLUMNS: tuple[str, ...] = tuple(column.name for column in Cell.__table__.columns)
+#: Columns of ``cells`` that writers fill, in table order (``segmentation_id`` first;
+#: the generated ``x`` and ``y`` are left out).
+CELL_COLUMNS: tuple[str, ...] = tuple(
+    column.name for column in Cell.__table__.columns if column.computed is None
+)
 
 TABLE_NAMES: tuple[str, ...] = tuple(Base.metadata.tables)

@@ -141,7 +141,13 @@ cdef extern from *:
     #endif
     #if defined(_MSC_VER)
     #include <intrin.h>
+    #define CELLPIPE_RESTRICT __restrict
+    #else
+    #define CELLPIPE_RESTRICT __restrict__
     #endif
+    /* Byte masks that alias nothing else, so that the compiler vectorises the loops. */
+    typedef const uint8_t *CELLPIPE_RESTRICT cellpipe_mask_in;
+    typedef uint8_t *CELLPIPE_RESTRICT cellpipe_mask_out;
 
     /* Pack 64 * n_words bytes, each 0 or 1, into n_words bitmaps (pixel c is bit c % 64). */
     static void cellpipe_pack_bits(const uint8_t *bytes, uint64_t *bits, Py_ssize_t n_words) {
@@ -192,8 +198,10 @@ cdef extern from *:
          hand-vectorised cellpipe_compare_pixels_avx2_32, 3 times faster than what the
          compiler makes of the portable loop;
        - elsewhere, the portable loop below is compiled twice where GCC can pick the
-         better at load time (ifunc): for AVX2 and for the baseline instruction set. */
-    #if defined(__GNUC__) && defined(__x86_64__)
+         better at load time (ifunc): for AVX2 and for the baseline instruction set.
+       Defining CELLPIPE_PORTABLE (CFLAGS=-DCELLPIPE_PORTABLE) builds the portable loops
+       only, to test them on a machine with AVX2. */
+    #if defined(__GNUC__) && defined(__x86_64__) && !defined(CELLPIPE_PORTABLE)
     #include <immintrin.h>
 
     static int cellpipe_cpu_has_avx2(void) {
@@ -263,75 +271,97 @@ cdef extern from *:
     #define CELLPIPE_SIMD_32(...) 1
     #endif
 
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+        && !defined(CELLPIPE_PORTABLE)
     #define CELLPIPE_CLONES __attribute__((target_clones("avx2", "default")))
     #else
     #define CELLPIPE_CLONES
     #endif
-    #define CELLPIPE_COMPARE_PIXELS(T)                                                   \
-    static CELLPIPE_CLONES void cellpipe_compare_pixels_##T(                             \
-            const T *__restrict__ row, const T *__restrict__ below, Py_ssize_t n_cols,  \
-            const uint8_t *__restrict__ above_differs, uint8_t *__restrict__ below_differs, \
-            uint8_t *__restrict__ below_left, uint8_t *__restrict__ below_right,         \
-            uint8_t *__restrict__ right, uint8_t *__restrict__ border) {                 \
-        Py_ssize_t c = 1;                                                                \
-        if (sizeof(T) == 4) {                                                            \
-            c = CELLPIPE_SIMD_32(row, below, n_cols, above_differs, below_differs,       \
-                                 below_left, below_right, right, border);                \
-        }                                                                                \
-        for (; c < n_cols - 1; c++) {                                                    \
-            T x = row[c];                                                                \
-            uint8_t differs_below = x != below[c], differs_right = x != row[c + 1];      \
-            below_differs[c] = differs_below;                                            \
-            below_left[c] = x != below[c - 1];                                           \
-            below_right[c] = x != below[c + 1];                                          \
-            right[c] = differs_right;                                                    \
-            border[c] = (x != 0) & (differs_right | (x != row[c - 1]) | above_differs[c] \
-                                    | differs_below);                                    \
-        }                                                                                \
+    /* Equality does not depend on signedness, so one loop per label width. */
+    #define CELLPIPE_COMPARE_PIXELS(T)                                                    \
+    static CELLPIPE_CLONES void cellpipe_compare_pixels_##T(                              \
+            const T *CELLPIPE_RESTRICT row, const T *CELLPIPE_RESTRICT below,             \
+            Py_ssize_t n_cols, cellpipe_mask_in above_differs,                            \
+            cellpipe_mask_out below_differs, cellpipe_mask_out below_left,                \
+            cellpipe_mask_out below_right, cellpipe_mask_out right,                       \
+            cellpipe_mask_out border) {                                                   \
+        Py_ssize_t c = 1;                                                                 \
+        if (sizeof(T) == 4) {                                                             \
+            c = CELLPIPE_SIMD_32(row, below, n_cols, above_differs, below_differs,        \
+                                 below_left, below_right, right, border);                 \
+        }                                                                                 \
+        for (; c < n_cols - 1; c++) {                                                     \
+            T x = row[c];                                                                 \
+            uint8_t differs_below = x != below[c], differs_right = x != row[c + 1];       \
+            below_differs[c] = differs_below;                                             \
+            below_left[c] = x != below[c - 1];                                            \
+            below_right[c] = x != below[c + 1];                                           \
+            right[c] = differs_right;                                                     \
+            border[c] = (x != 0) & (differs_right | (x != row[c - 1]) | above_differs[c]  \
+                                    | differs_below);                                     \
+        }                                                                                 \
     }
     CELLPIPE_COMPARE_PIXELS(uint8_t)
     CELLPIPE_COMPARE_PIXELS(uint16_t)
     CELLPIPE_COMPARE_PIXELS(uint32_t)
     CELLPIPE_COMPARE_PIXELS(uint64_t)
-    CELLPIPE_COMPARE_PIXELS(int32_t)
-    CELLPIPE_COMPARE_PIXELS(int64_t)
+
+    static void cellpipe_compare_pixels(
+            size_t label_size, const void *row, const void *below, Py_ssize_t n_cols,
+            const uint8_t *above_differs, uint8_t *below_differs, uint8_t *below_left,
+            uint8_t *below_right, uint8_t *right, uint8_t *border) {
+        #define CELLPIPE_CALL(T) cellpipe_compare_pixels_##T(                             \
+            (const T *)row, (const T *)below, n_cols, above_differs, below_differs,       \
+            below_left, below_right, right, border)
+        switch (label_size) {
+            case 1: CELLPIPE_CALL(uint8_t); break;
+            case 2: CELLPIPE_CALL(uint16_t); break;
+            case 4: CELLPIPE_CALL(uint32_t); break;
+            default: CELLPIPE_CALL(uint64_t); break;
+        }
+        #undef CELLPIPE_CALL
+    }
+
+    /* skimage's perimeter code of every pixel of a row (0 where it is no border pixel):
+       1 + 2 * (4-neighbours that are border pixels of the same cell)
+         + 10 * (diagonal neighbours that are border pixels of the same cell).
+       Masks as in RowMasks, for the rows above (up_*), at (no prefix) and below. */
+    static CELLPIPE_CLONES void cellpipe_perimeter_codes(
+            cellpipe_mask_in up_border, cellpipe_mask_in up_below,
+            cellpipe_mask_in up_below_left, cellpipe_mask_in up_below_right,
+            cellpipe_mask_in border, cellpipe_mask_in right, cellpipe_mask_in below,
+            cellpipe_mask_in below_left, cellpipe_mask_in below_right,
+            cellpipe_mask_in down_border, Py_ssize_t n_cols, cellpipe_mask_out codes) {
+        Py_ssize_t c;
+        for (c = 0; c < n_cols; c++) {
+            uint8_t straight = (border[c - 1] & (right[c - 1] ^ 1)) + (border[c + 1] & (right[c] ^ 1))
+                               + (up_border[c] & (up_below[c] ^ 1)) + (down_border[c] & (below[c] ^ 1));
+            uint8_t diagonal = (up_border[c - 1] & (up_below_right[c - 1] ^ 1))
+                               + (up_border[c + 1] & (up_below_left[c + 1] ^ 1))
+                               + (down_border[c - 1] & (below_left[c] ^ 1))
+                               + (down_border[c + 1] & (below_right[c] ^ 1));
+            codes[c] = border[c] * (uint8_t)(1 + 2 * straight + 10 * diagonal);
+        }
+    }
     """
     void _pack_bits "cellpipe_pack_bits" (const uint8_t* bytes, uint64_t* bits,
                                           Py_ssize_t n_words) noexcept nogil
     int _lowest_bit "cellpipe_lowest_bit" (uint64_t word) noexcept nogil
     void _prefetch "cellpipe_prefetch" (const void* address) noexcept nogil
-    void _compare_pixels_uint8 "cellpipe_compare_pixels_uint8_t" (
-        const uint8_t* row, const uint8_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    void _compare_pixels_uint16 "cellpipe_compare_pixels_uint16_t" (
-        const uint16_t* row, const uint16_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    void _compare_pixels_uint32 "cellpipe_compare_pixels_uint32_t" (
-        const uint32_t* row, const uint32_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    void _compare_pixels_uint64 "cellpipe_compare_pixels_uint64_t" (
-        const uint64_t* row, const uint64_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    void _compare_pixels_int32 "cellpipe_compare_pixels_int32_t" (
-        const int32_t* row, const int32_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    void _compare_pixels_int64 "cellpipe_compare_pixels_int64_t" (
-        const int64_t* row, const int64_t* below, Py_ssize_t n_cols, const uint8_t* above_differs,
-        uint8_t* below_differs, uint8_t* below_left, uint8_t* below_right, uint8_t* right,
-        uint8_t* border) noexcept nogil
-    # Byte-mask pointers that alias nothing else, so that the mask loops vectorise.
-    ctypedef uint8_t* mask_ptr "uint8_t * __restrict__"
-    ctypedef const uint8_t* const_mask_ptr "const uint8_t * __restrict__"
+    void _perimeter_codes "cellpipe_perimeter_codes" (
+        const uint8_t* up_border, const uint8_t* up_below, const uint8_t* up_below_left,
+        const uint8_t* up_below_right, const uint8_t* border, const uint8_t* right,
+        const uint8_t* below, const uint8_t* below_left, const uint8_t* below_right,
+        const uint8_t* down_border, Py_ssize_t n_cols, uint8_t* codes) noexcept nogil
+    void _compare_pixels "cellpipe_compare_pixels" (
+        size_t label_size, const void* row, const void* below, Py_ssize_t n_cols,
+        const uint8_t* above_differs, uint8_t* below_differs, uint8_t* below_left,
+        uint8_t* below_right, uint8_t* right, uint8_t* border) noexcept nogil
+    ctypedef uint8_t* mask_out "cellpipe_mask_out"
 
 
-cdef void _compare_last_row(const label_t* row, Py_ssize_t n_cols, mask_ptr right,
-                            mask_ptr border) noexcept nogil:
+cdef void _compare_last_row(const label_t* row, Py_ssize_t n_cols, mask_out right,
+                            mask_out border) noexcept nogil:
     """The loop of _compare_row for the last row, whose pixels are all border pixels."""
     cdef Py_ssize_t c
     cdef label_t x
@@ -354,24 +384,8 @@ cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_co
         memset(masks.below_left, 1, n_cols)
         memset(masks.below_right, 1, n_cols)
     else:
-        if label_t is uint8_t:
-            _compare_pixels_uint8(row, below, n_cols, above_differs, masks.below,
-                                  masks.below_left, masks.below_right, masks.right, masks.border)
-        elif label_t is uint16_t:
-            _compare_pixels_uint16(row, below, n_cols, above_differs, masks.below,
-                                   masks.below_left, masks.below_right, masks.right, masks.border)
-        elif label_t is uint32_t:
-            _compare_pixels_uint32(row, below, n_cols, above_differs, masks.below,
-                                   masks.below_left, masks.below_right, masks.right, masks.border)
-        elif label_t is uint64_t:
-            _compare_pixels_uint64(row, below, n_cols, above_differs, masks.below,
-                                   masks.below_left, masks.below_right, masks.right, masks.border)
-        elif label_t is int32_t:
-            _compare_pixels_int32(row, below, n_cols, above_differs, masks.below,
-                                  masks.below_left, masks.below_right, masks.right, masks.border)
-        else:
-            _compare_pixels_int64(row, below, n_cols, above_differs, masks.below,
-                                  masks.below_left, masks.below_right, masks.right, masks.border)
+        _compare_pixels(sizeof(label_t), row, below, n_cols, above_differs, masks.below,
+                        masks.below_left, masks.below_right, masks.right, masks.border)
         # The first and last columns; a neighbour outside the image differs.
         masks.below[0] = row[0] != below[0]
         masks.below[last] = row[last] != below[last]
@@ -393,40 +407,21 @@ cdef void _compare_row(const label_t* row, const label_t* below, Py_ssize_t n_co
         masks.inner_border_bits[word] &= ~(masks.right_bits[word] | run_starts)
 
 
-cdef inline int _pixel_code(Py_ssize_t c, Py_ssize_t start, Py_ssize_t stop,
-                            const RowMasks* up, const RowMasks* row,
-                            const RowMasks* down) noexcept nogil:
-    """Return skimage's perimeter code of the border pixel c of the run [start, stop).
-
-    Border rows outside the image are all 0, as are index -1 and n_cols of every border
-    row, which masks out neighbours outside the image.
-    """
-    cdef int straight = (((c > start) & row.border[c - 1])
-                         + ((c + 1 < stop) & row.border[c + 1])
-                         + (up.border[c] & (up.below[c] ^ 1))
-                         + (down.border[c] & (row.below[c] ^ 1)))
-    cdef int diagonal = ((up.border[c - 1] & (up.below_right[c - 1] ^ 1))
-                         + (up.border[c + 1] & (up.below_left[c + 1] ^ 1))
-                         + (down.border[c - 1] & (row.below_left[c] ^ 1))
-                         + (down.border[c + 1] & (row.below_right[c] ^ 1)))
-    return 1 + 2 * straight + 10 * diagonal
-
-
 cdef inline void _add_run_perimeter(CellSums* cell, Py_ssize_t start, Py_ssize_t stop,
-                                    const RowMasks* up, const RowMasks* row,
-                                    const RowMasks* down) noexcept nogil:
-    """Add the perimeter weights of the border pixels of the run [start, stop) of ``row``."""
+                                    const uint8_t* codes,
+                                    const uint64_t* inner_border_bits) noexcept nogil:
+    """Add the perimeter weights of the border pixels of the run [start, stop)."""
     cdef int64_t halves
-    cdef Py_ssize_t c, word, first = start + 1, last = stop - 2
+    cdef Py_ssize_t word, first = start + 1, last = stop - 2
     cdef uint64_t bits
     # The first and last pixels of a run are border pixels: their row neighbour differs.
-    halves = WEIGHT_HALVES[_pixel_code(start, start, stop, up, row, down)]
+    halves = WEIGHT_HALVES[codes[start]]
     if stop - start > 1:
-        halves += WEIGHT_HALVES[_pixel_code(stop - 1, start, stop, up, row, down)]
+        halves += WEIGHT_HALVES[codes[stop - 1]]
     # Pixels in between are border pixels where the row above or below differs.
     if first <= last:
         for word in range(first >> 6, (last >> 6) + 1):
-            bits = row.inner_border_bits[word]
+            bits = inner_border_bits[word]
             if bits == 0:
                 continue
             if word == first >> 6:
@@ -434,9 +429,8 @@ cdef inline void _add_run_perimeter(CellSums* cell, Py_ssize_t start, Py_ssize_t
             if word == last >> 6:
                 bits &= ~0ULL >> (63 - (last & 63))
             while bits != 0:
-                c = (word << 6) + _lowest_bit(bits)
+                halves += WEIGHT_HALVES[codes[(word << 6) + _lowest_bit(bits)]]
                 bits &= bits - 1
-                halves += WEIGHT_HALVES[_pixel_code(c, start, stop, up, row, down)]
     cell.perimeter_halves += halves & <int64_t> 0xFFFFFFFF
     cell.perimeter_diagonal_halves += halves >> 32
 
@@ -503,25 +497,41 @@ cdef inline void _add_run(CellSums* cell, int64_t r, int64_t start, int64_t stop
 
 cdef inline void _row_intensity(const intensity_t* row, const Run* runs, Py_ssize_t n_runs,
                                 CellSums* cells) noexcept nogil:
-    """Add one row's intensities to the sum, min and max of the cells its runs belong to."""
-    cdef Py_ssize_t i, c
-    cdef double total, low, high, value
+    """Add one row's intensities to the sum, min and max of the cells its runs belong to.
+
+    Integer intensities are summed exactly in int64; floating-point ones in four partial
+    sums, so that the additions of a run overlap instead of waiting on one another.
+    """
+    cdef Py_ssize_t i, c, start, stop
+    cdef intensity_t low, high, value
+    cdef int64_t integer_total
+    cdef double total
+    cdef double partial[4]
     cdef CellSums* cell
     for i in range(n_runs):
+        start = runs[i].start
+        stop = runs[i].stop
+        low = high = row[start]
+        if intensity_t is float or intensity_t is double:
+            partial[0] = partial[1] = partial[2] = partial[3] = 0.0
+            for c in range(start, stop):
+                value = row[c]
+                partial[c & 3] += value
+                low = min(low, value)
+                high = max(high, value)
+            total = (partial[0] + partial[1]) + (partial[2] + partial[3])
+        else:
+            integer_total = 0
+            for c in range(start, stop):
+                value = row[c]
+                integer_total += value
+                low = min(low, value)
+                high = max(high, value)
+            total = <double> integer_total
         cell = &cells[runs[i].cell]
-        total = 0.0
-        low = cell.intensity_min
-        high = cell.intensity_max
-        for c in range(runs[i].start, runs[i].stop):
-            value = <double> row[c]
-            total += value
-            if value < low:
-                low = value
-            if value > high:
-                high = value
         cell.intensity_sum += total
-        cell.intensity_min = low
-        cell.intensity_max = high
+        cell.intensity_min = min(cell.intensity_min, <double> low)
+        cell.intensity_max = max(cell.intensity_max, <double> high)
 
 
 cdef void _dispatch_intensity(const char* intensity, int kind, Py_ssize_t offset,
@@ -551,7 +561,8 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
     cdef Py_ssize_t n_words = (n_cols + 63) // 64
     # Byte rows are padded to whole words, plus 16 bytes on either side.
     cdef Py_ssize_t stride = 64 * n_words + 32
-    cdef uint8_t* bytes = <uint8_t*> calloc(15 * stride, 1)
+    cdef uint8_t* bytes = <uint8_t*> calloc(16 * stride, 1)
+    cdef uint8_t* codes
     cdef uint64_t* words = <uint64_t*> calloc(6 * n_words, sizeof(uint64_t))
     cdef Run* runs = <Run*> malloc(n_cols * sizeof(Run))
     cdef RowMasks rings[3]
@@ -565,6 +576,11 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
     cdef uint64_t bits
     cdef int64_t cell_index
     cdef CellSums* cell
+    # Local copies of scan's table and cells (reloaded when they grow): stores to a cell
+    # could alias scan's fields, so reading those through ``scan`` costs a load each run.
+    cdef int32_t* cell_of_label = scan.cell_of_label
+    cdef int64_t table_size = scan.table_size
+    cdef CellSums* cells = scan.cells
     cdef label_t v
     cdef int status = _OK
     if bytes == NULL or words == NULL or runs == NULL:
@@ -581,6 +597,7 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
         rings[i].right_bits = words + (2 * i) * n_words
         rings[i].inner_border_bits = rings[i].right_bits + n_words
         (rings[i].right - 1)[0] = 1  # the pixel left of the image differs
+    codes = bytes + 16 + 15 * stride
     memset(masks_up.below, 1, n_cols)  # the row above the image differs from row 0
 
     _compare_row(labels, labels + n_cols if n_rows > 1 else NULL, n_cols, n_words,
@@ -593,6 +610,9 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
                          masks.below, masks_down)
         else:
             memset(masks_down.border, 0, n_cols)  # no border pixels below the image
+        _perimeter_codes(masks_up.border, masks_up.below, masks_up.below_left,
+                         masks_up.below_right, masks.border, masks.right, masks.below,
+                         masks.below_left, masks.below_right, masks_down.border, n_cols, codes)
         n_runs = 0
         start = 0
         for word in range(n_words):
@@ -607,27 +627,30 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
                 bits &= bits - 1
                 v = row[start]
                 if v != 0:
-                    if label_t is int32_t or label_t is int64_t:
-                        if v < 0:
-                            status = _NEGATIVE
+                    if <uint64_t> v >= <uint64_t> table_size:  # rare: grow the table or stop
+                        if label_t is int32_t or label_t is int64_t:
+                            if v < 0:
+                                status = _NEGATIVE
+                                break
+                        if <uint64_t> v >= <uint64_t> scan.table_limit:
+                            status = _ABOVE_LIMIT
                             break
-                    if <uint64_t> v >= <uint64_t> scan.table_limit:
-                        status = _ABOVE_LIMIT
-                        break
-                    if <int64_t> v >= scan.table_size:
                         status = _grow_table(scan, <int64_t> v)
                         if status != _OK:
                             break
-                    cell_index = scan.cell_of_label[v]
+                        cell_of_label = scan.cell_of_label
+                        table_size = scan.table_size
+                    cell_index = cell_of_label[v]
                     if cell_index < 0:
                         cell_index = _new_cell(scan, <int64_t> v, r, start)
                         if cell_index < 0:
                             status = _NO_MEMORY
                             break
-                        scan.cell_of_label[v] = <int32_t> cell_index
-                    cell = &scan.cells[cell_index]
+                        cell_of_label[v] = <int32_t> cell_index
+                        cells = scan.cells
+                    cell = &cells[cell_index]
                     _add_run(cell, r, start, stop)
-                    _add_run_perimeter(cell, start, stop, masks_up, masks, masks_down)
+                    _add_run_perimeter(cell, start, stop, codes, masks.inner_border_bits)
                     runs[n_runs].start = start
                     runs[n_runs].stop = stop
                     runs[n_runs].cell = cell_index

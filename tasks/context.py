@@ -144,9 +144,10 @@ class BatchIdentity:
 class BatchEvent:
     """Something a worker reports to the process that shows progress.
 
-    ``kind`` is one of ``model_loaded``, ``stored``, ``already_stored``, ``failed``
-    (the image is recorded as failed), ``task_error`` (a Luigi task failed: not
-    recorded, retried later) and ``worker_done``.
+    ``kind`` is one of ``planned`` (first, from the coordinating process),
+    ``model_loaded``, ``stored``, ``already_stored``, ``failed`` (the image is recorded
+    as failed), ``changed`` (the file changed since it was listed: left for the next
+    run) and ``task_error`` (a Luigi task raised: not recorded, retried later).
     """
 
     kind: str

@@ -260,7 +260,7 @@ class _Collector:
     def __call__(self, event: BatchEvent) -> None:
         if event.kind == "stored":
             self.stored[event.content_hash] = event
-        elif event.kind == "task_error":
+        elif event.kind in ("task_error", "changed"):
             self.errors[event.content_hash] = event.reason
         self.emit(event)
 

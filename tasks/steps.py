@@ -9,7 +9,8 @@ decides what happens to an image that cannot be processed:
 - the database or storage is briefly unavailable → retried with backoff
   (:mod:`cellpipe.tasks.retry`); if it stays unavailable the error propagates, nothing
   is recorded, and a later attempt starts over;
-- the file changed since it was listed → :class:`SourceChangedError`, nothing recorded.
+- the file changed or disappeared since it was listed (still being copied? moved
+  away?) → outcome ``changed``, nothing recorded: the next run lists it afresh.
 
 Results are written before the database row that points to them, each file atomically,
 and the cells of one image are stored in one transaction: a worker killed at any
@@ -31,18 +32,15 @@ from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.sources import ImageRef, read_source
 
 
-class SourceChangedError(RuntimeError):
-    """An image file's bytes changed between listing and processing (still being copied?)."""
-
-
 @dataclass(frozen=True)
 class ImageOutcome:
     """What :func:`process_image` did with one image.
 
     Attributes
     ----------
-    status : {"stored", "already_stored", "failed"}
-        ``already_stored``: another worker stored it after this one listed it.
+    status : {"stored", "already_stored", "failed", "changed"}
+        ``already_stored``: another worker stored it after this one listed it;
+        ``changed``: the file changed or disappeared since it was listed.
     n_cells : int or None
         Cells stored.
     reason : str
@@ -79,8 +77,6 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
 
     Raises
     ------
-    SourceChangedError
-        When the file's content no longer matches ``ref.content_hash``.
     Exception
         Transient errors that outlasted their retries, and errors writing results.
     """
@@ -90,9 +86,13 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     parameters = dict(parameters)
     timings: dict[str, float] = {}
 
-    data = retrying(read_source)(ref.uri)
+    try:
+        data = retrying(read_source)(ref.uri)
+    except FileNotFoundError:
+        return ImageOutcome(ref, "changed", reason=f"{ref.name} disappeared since the batch was listed")
     if hashlib.sha256(data).hexdigest() != ref.content_hash:
-        raise SourceChangedError(f"{ref.name} changed since the batch was listed; it is processed next run")
+        return ImageOutcome(ref, "changed", reason=f"{ref.name} changed since the batch was listed; "
+                                                  "the next run takes its new content")
     try:
         image = read_image(data, name=ref.name)
     except ImageReadError as error:

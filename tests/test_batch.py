@@ -193,6 +193,20 @@ def test_a_transient_database_error_is_retried_and_the_image_stored(tmp_path, ti
     assert report.counts["stored"] == 2 and len(calls) == 3
 
 
+def test_an_image_that_changed_since_it_was_listed_is_left_for_the_next_run(tmp_path, tiny_model, samples,
+                                                                           monkeypatch):
+    import cellpipe.tasks.steps as steps
+
+    (image,) = copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 1)
+    settings = settings_for(tmp_path, tiny_model)
+    monkeypatch.setattr(steps, "read_source", lambda uri: b"still being copied")
+    report = run_batch(BatchRequest(settings, date=DAY))
+    assert [(line.category, "changed" in line.reason) for line in report.images] == [("pending", True)]
+    assert query(settings, "SELECT count(*) FROM images") == [(0,)]
+    monkeypatch.undo()
+    assert run_batch(BatchRequest(settings, date=DAY)).counts["stored"] == 1
+
+
 # --- reruns ------------------------------------------------------------------------------
 
 def test_a_rerun_changes_nothing(tmp_path, tiny_model, samples):
@@ -344,3 +358,16 @@ def test_a_run_killed_half_way_then_rerun_ends_with_the_rows_of_a_clean_run(tmp_
 
 def _has_tables(settings: Settings) -> bool:
     return bool(query(settings, "SELECT 1 FROM sqlite_master WHERE name = 'segmentations'"))
+
+
+@pytest.mark.slow
+def test_the_demo_stores_the_good_images_and_reports_the_corrupt_one(tmp_path, tiny_model):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CELLPIPE_")}
+    demo = subprocess.run(
+        [sys.executable, "-m", "cellpipe.demo", "--out", str(tmp_path), "--model", str(tiny_model),
+         "--images", "3", "--size", str(IMAGE_SIDE)],
+        cwd=REPO, env=environment, capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["counts"]["stored"] == 2 and summary["counts"]["failed"] == 1
+    assert "mean_area_px" in demo.stdout and "corrupt_truncated.png" in demo.stdout

@@ -200,8 +200,9 @@ def test_mask_of_another_shape_is_rejected():
 
 @pytest.mark.parametrize("connectivity", [0, 3, 1.5, True])
 def test_connectivity_other_than_1_or_2_is_rejected(connectivity):
+    elevation, markers = np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.int32)
     with pytest.raises(ValueError, match="connectivity"):
-        watershed(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.int32), connectivity=connectivity)
+        watershed(elevation, markers, connectivity=connectivity)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.bool_])

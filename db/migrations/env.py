@@ -8,6 +8,8 @@ else the one the cellpipe settings resolve.
 
 from __future__ import annotations
 
+from logging.config import fileConfig
+
 from alembic import context
 from sqlalchemy import Connection
 
@@ -52,6 +54,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
+    if config.config_file_name:  # Alembic's own CLI: log what it does, as it usually would
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
     engine = create_engine(_database_url())
     try:
         with engine.connect() as connection:

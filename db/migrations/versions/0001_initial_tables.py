@@ -151,6 +151,9 @@ def upgrade() -> None:
     )
 
     double = sa.Double()
+    # x and y are generated from the centroid: PostgreSQL only has stored generated
+    # columns; SQLite computes virtual ones on read, at no storage cost.
+    stored = op.get_bind().dialect.name == "postgresql"
     op.create_table(
         "cells",
         sa.Column("segmentation_id", sa.Integer, nullable=False),
@@ -158,8 +161,8 @@ def upgrade() -> None:
         sa.Column("area", sa.Integer, nullable=False),
         sa.Column("centroid_0", double, nullable=False),
         sa.Column("centroid_1", double, nullable=False),
-        sa.Column("x", double, nullable=False, comment="= centroid_1 (column)"),
-        sa.Column("y", double, nullable=False, comment="= centroid_0 (row)"),
+        sa.Column("x", double, sa.Computed("centroid_1", persisted=stored), comment="= centroid_1 (column)"),
+        sa.Column("y", double, sa.Computed("centroid_0", persisted=stored), comment="= centroid_0 (row)"),
         sa.Column("bbox_0", sa.Integer, nullable=False),
         sa.Column("bbox_1", sa.Integer, nullable=False),
         sa.Column("bbox_2", sa.Integer, nullable=False),
