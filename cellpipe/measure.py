@@ -103,8 +103,8 @@ def regionprops_table(labels, intensity_image=None) -> dict[str, np.ndarray]:
     TypeError
         When ``labels`` is not of an integer dtype, or ``intensity_image`` is not numeric.
     ValueError
-        When ``labels`` is not 2-D, holds a negative value or a value above 2**63 - 1, or
-        ``intensity_image`` has another shape.
+        When ``labels`` is not 2-D or too large, holds a negative value or a value above
+        2**63 - 1, or ``intensity_image`` has another shape.
 
     Notes
     -----
@@ -116,12 +116,20 @@ def regionprops_table(labels, intensity_image=None) -> dict[str, np.ndarray]:
     ``sqrt(2)`` for 21, 33; ``(1 + sqrt(2)) / 2`` for 13, 23; 0 otherwise. The perimeter
     is the sum of the weights (so a lone pixel has perimeter 0).
 
-    Moments are summed exactly in int64 relative to each cell's first pixel, so values
-    do not lose digits on large images. Intensity statistics are computed in float64
-    whatever the image dtype (skimage returns a float32 mean for float32 images). Ties in
-    the tensor (``mu_rc == 0`` or ``mu_rr == mu_cc``) are decided exactly here, whereas
-    skimage decides them on rounded values: for such cells an orientation of ``pi/2`` here
-    may be ``-pi/2`` there, the same axis.
+    Moments are exact int64 sums of pixel coordinates, turned into central moments
+    without cancellation, so values keep their digits on large images (the image may
+    have up to about 40000 x 40000 pixels). Ties in the tensor (``mu_rc == 0``,
+    ``mu_rr == mu_cc``) are decided exactly here, whereas skimage decides them on rounded
+    values: for such a cell an orientation of ``pi/2`` here may be ``-pi/2`` there (the
+    same axis), and a cell with ``eccentricity`` 0 has no defined orientation.
+
+    Intensity statistics are computed in float64 whatever the image dtype (skimage
+    returns a float32 mean for float32 images); integer intensities are summed exactly.
+    NaN intensities make the mean NaN, but their effect on min and max is unspecified.
+
+    Label values up to 2**24 (or 8 times the number of pixels, if larger) are mapped to
+    cells with a lookup table; images with larger values are first relabelled with
+    ``np.unique``, which is several times slower.
 
     Examples
     --------
@@ -136,14 +144,17 @@ def regionprops_table(labels, intensity_image=None) -> dict[str, np.ndarray]:
     labels = _validated_labels(labels)
     intensity, intensity_kind = _validated_intensity(intensity_image, labels.shape)
     if labels.size == 0:
-        return {name: np.empty(0, dtype) for name, dtype in cell_columns(intensity is not None).items()}
+        columns = cell_columns(with_intensity=intensity is not None)
+        return {name: np.empty(0, dtype) for name, dtype in columns.items()}
     table_limit = min(_MAX_TABLE_SIZE, max(1 << 16, 8 * labels.size))
     status, cells = _measure.accumulate_cells(labels, intensity, intensity_kind, table_limit)
     if status == _measure.NEGATIVE_LABEL:
         raise _negative_label_error(labels)
     if status == _measure.LABEL_ABOVE_TABLE_LIMIT:
         label_values, dense_labels = _relabel_densely(labels)
-        status, cells = _measure.accumulate_cells(dense_labels, intensity, intensity_kind, table_limit)
+        status, cells = _measure.accumulate_cells(
+            dense_labels, intensity, intensity_kind, table_limit
+        )
         cells["label"] = label_values[cells["label"]]
     return _cell_table(cells, labels.shape, with_intensity=intensity is not None)
 
@@ -152,11 +163,18 @@ def _validated_labels(labels) -> np.ndarray:
     """Return ``labels`` as a C-contiguous array of a dtype the kernel reads."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D label image; got an array of shape {labels.shape}")
+        raise ValueError(
+            f"labels must be a 2-D label image; got an array of shape {labels.shape}"
+        )
     if labels.dtype.kind not in "iu":
         raise TypeError(
             f"labels must have an integer dtype (0 = background, one value per cell); got "
             f"{labels.dtype}. Convert a mask with skimage.measure.label or labels.astype(int)."
+        )
+    if labels.size * max(labels.shape) ** 2 >= 2**62:
+        raise ValueError(
+            f"labels of shape {labels.shape} are too large for exact int64 moments (at most "
+            "about 40000 x 40000 pixels); measure the image in tiles."
         )
     dtype = labels.dtype.newbyteorder("=")
     if dtype not in _KERNEL_LABEL_DTYPES:
@@ -174,7 +192,9 @@ def _validated_intensity(intensity_image, shape) -> tuple[np.ndarray | None, int
             f"intensity_image must have the shape of labels {shape}; got {intensity.shape}"
         )
     if intensity.dtype.kind not in "biuf":
-        raise TypeError(f"intensity_image must be numeric (bool, int or float); got {intensity.dtype}")
+        raise TypeError(
+            f"intensity_image must be numeric (bool, int or float); got {intensity.dtype}"
+        )
     dtype = intensity.dtype.newbyteorder("=")
     if dtype not in _measure.INTENSITY_KINDS:
         dtype = np.dtype(np.float64)
@@ -207,9 +227,12 @@ def _relabel_densely(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return label_values.astype(np.int64), dense.reshape(labels.shape).astype(dense_dtype)
 
 
-def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool) -> dict[str, np.ndarray]:
+def _cell_table(
+    cells: np.ndarray, shape: tuple[int, int], with_intensity: bool
+) -> dict[str, np.ndarray]:
     """Turn the kernel's per-cell sums into the columns of :func:`regionprops_table`."""
-    cells = cells[np.argsort(cells["label"], kind="stable")]
+    if np.any(cells["label"][1:] < cells["label"][:-1]):
+        cells = np.take(cells, np.argsort(cells["label"]))
     area = cells["area"]
     sum_r, sum_c = cells["sum_r"], cells["sum_c"]
 
@@ -255,14 +278,16 @@ def _cell_table(cells: np.ndarray, shape: tuple[int, int], with_intensity: bool)
         "eccentricity": eccentricity,
         "orientation": orientation,
         "equivalent_diameter_area": np.sqrt(4 * area / np.pi),
-        "perimeter": cells["perimeter_halves"] * 0.5 + cells["perimeter_diagonal_halves"] * (np.sqrt(2) / 2),
+        "perimeter": 0.5 * cells["perimeter_halves"]
+        + (np.sqrt(2) / 2) * cells["perimeter_diagonal_halves"],
     }
     if with_intensity:
         columns["intensity_mean"] = cells["intensity_sum"] / area
         columns["intensity_min"] = cells["intensity_min"]
         columns["intensity_max"] = cells["intensity_max"]
     columns["touches_border"] = (
-        (cells["row_min"] == 0) | (cells["col_min"] == 0) | (cells["row_stop"] == n_rows) | (cells["col_stop"] == n_cols)
+        (cells["row_min"] == 0) | (cells["col_min"] == 0)
+        | (cells["row_stop"] == n_rows) | (cells["col_stop"] == n_cols)
     )
     return {name: np.ascontiguousarray(columns[name], dtype=dtype)
             for name, dtype in cell_columns(with_intensity).items()}

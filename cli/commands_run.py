@@ -28,12 +28,12 @@ def run_command(
         None, formats=DATE_FORMATS, help="Backfill the dated batches from this date (Luigi RangeDaily)."),
     until: Optional[dt.datetime] = typer.Option(
         None, formats=DATE_FORMATS, help="Last date of a backfill (inclusive). Default: today."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="Input folder. Default: [cellpipe] input."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="Input folder. Default: \\[cellpipe] input."),
     output: Optional[str] = typer.Option(
         None, "--output", "-o", help="Folder for <stem>_labels.tif and <stem>_cells.csv, by batch date. "
-        "Default: [cellpipe] output, else results/ next to the SQLite database."),
+        "Default: \\[cellpipe] output, else results/ next to the SQLite database."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL. Default: CELLPIPE_DB_URL, "
-                                     "[cellpipe] db_url, else SQLite in the user's data directory."),
+                                     "\\[cellpipe] db_url, else SQLite in the user's data directory."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="U-Net .keras file. Default: the shipped model."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes, each loading the model once."),
     scheduler_url: Optional[str] = typer.Option(
@@ -44,7 +44,7 @@ def run_command(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
 ) -> None:
-    """Segment every image of a batch and store its cells; exit code per luigi.cfg [retcode]."""
+    """Segment every image of a batch and store its cells; exit code per luigi.cfg \\[retcode]."""
     from cellpipe.db import DatabaseError
     from cellpipe.settings import Settings
     from cellpipe.tasks.context import ModelNotFoundError

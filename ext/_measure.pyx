@@ -1,16 +1,19 @@
 # cython: language_level=3
 """One pass over a label image: the per-cell sums behind ``cellpipe.measure``.
 
-:func:`accumulate_cells` walks the label image row by row, keeping byte masks for rows
-r-1, r and r+1 in a rolling buffer. For each row it
+:func:`accumulate_cells` walks the label image row by row, with byte masks of rows r-1,
+r and r+1 in a rolling buffer of three. For each row r it
 
-1. compares row r+1 with its right neighbours and with row r+2 and flags its border
-   pixels (labelled pixels with a 4-neighbour of another label or outside the image);
-   these loops vectorise, and are the only work done for every pixel;
-2. walks the runs of equal labels of row r, 64 pixels at a time through a bitmap of
-   label changes. A run updates its cell's pixel count, bounding box and raw moments in
-   closed form (sums of an arithmetic series);
-3. scores the border pixels of each run (a bitmap again) with skimage's perimeter code.
+1. compares row r+1 with its neighbours to the right and in row r+2 (below, below-left,
+   below-right) and flags its border pixels (labelled pixels with a 4-neighbour of
+   another label or outside the image). This is the only work done for every pixel; it
+   runs in the C loops of the ``cdef extern`` block below (AVX2 where the CPU has it);
+2. gives every pixel of row r skimage's perimeter code, from the masks of rows r-1, r and
+   r+1 (byte arithmetic, vectorised as well);
+3. walks the runs of equal labels of row r, 64 pixels at a time through a bitmap of label
+   changes. A run updates its cell's pixel count, bounding box and moments in closed form
+   (sums of an arithmetic series) and adds the perimeter weights of its border pixels:
+   its two ends, and the rare border pixels in between (another bitmap).
 
 Moments are exact int64 sums of absolute coordinates. Everything that is O(number of
 cells) (sorting, central moments, eigenvalues) happens afterwards in numpy, in
@@ -237,7 +240,8 @@ cdef extern from *:
                     x, _mm256_loadu_si256((const __m256i *)(under - 1)));
                 same_below_right[j] = _mm256_cmpeq_epi32(
                     x, _mm256_loadu_si256((const __m256i *)(under + 1)));
-                same_right[j] = _mm256_cmpeq_epi32(x, _mm256_loadu_si256((const __m256i *)(at + 1)));
+                same_right[j] = _mm256_cmpeq_epi32(
+                    x, _mm256_loadu_si256((const __m256i *)(at + 1)));
                 same_left[j] = _mm256_cmpeq_epi32(x, _mm256_loadu_si256((const __m256i *)(at - 1)));
                 unlabelled[j] = _mm256_cmpeq_epi32(x, zero);
             }
@@ -255,8 +259,10 @@ cdef extern from *:
                 _mm256_loadu_si256((const __m256i *)(above_differs + c)), zero);
             __m256i inside = _mm256_and_si256(_mm256_and_si256(below_same, above_same),
                                               _mm256_and_si256(right_same, left_same));
-            _mm256_storeu_si256((__m256i *)(below_differs + c), _mm256_andnot_si256(below_same, one));
-            _mm256_storeu_si256((__m256i *)(below_left + c), _mm256_andnot_si256(below_left_same, one));
+            _mm256_storeu_si256((__m256i *)(below_differs + c),
+                                _mm256_andnot_si256(below_same, one));
+            _mm256_storeu_si256((__m256i *)(below_left + c),
+                                _mm256_andnot_si256(below_left_same, one));
             _mm256_storeu_si256((__m256i *)(below_right + c),
                                 _mm256_andnot_si256(below_right_same, one));
             _mm256_storeu_si256((__m256i *)(right + c), _mm256_andnot_si256(right_same, one));
@@ -334,8 +340,10 @@ cdef extern from *:
             cellpipe_mask_in down_border, Py_ssize_t n_cols, cellpipe_mask_out codes) {
         Py_ssize_t c;
         for (c = 0; c < n_cols; c++) {
-            uint8_t straight = (border[c - 1] & (right[c - 1] ^ 1)) + (border[c + 1] & (right[c] ^ 1))
-                               + (up_border[c] & (up_below[c] ^ 1)) + (down_border[c] & (below[c] ^ 1));
+            uint8_t straight = (border[c - 1] & (right[c - 1] ^ 1))
+                               + (border[c + 1] & (right[c] ^ 1))
+                               + (up_border[c] & (up_below[c] ^ 1))
+                               + (down_border[c] & (below[c] ^ 1));
             uint8_t diagonal = (up_border[c - 1] & (up_below_right[c - 1] ^ 1))
                                + (up_border[c + 1] & (up_below_left[c + 1] ^ 1))
                                + (down_border[c - 1] & (below_left[c] ^ 1))
@@ -673,6 +681,21 @@ cdef int _scan_image(const label_t* labels, Py_ssize_t n_rows, Py_ssize_t n_cols
     return status
 
 
+cdef void _copy_in_label_order(const Scan* scan, CellSums* out) noexcept nogil:
+    """Copy the cells to ``out``: in label order by walking the lookup table when that
+    is cheap (sorting afterwards costs more than the whole walk), else as they are."""
+    cdef int64_t label, n = 0
+    cdef int32_t index
+    if scan.table_size > 16 * scan.n_cells + 65536:
+        memcpy(out, scan.cells, scan.n_cells * sizeof(CellSums))
+        return
+    for label in range(scan.table_size):
+        index = scan.cell_of_label[label]
+        if index >= 0:
+            out[n] = scan.cells[index]
+            n += 1
+
+
 def accumulate_cells(const label_t[:, ::1] labels, intensity, int intensity_kind,
                      int64_t table_limit):
     """Return ``(status, cells)``: per-cell sums of a label image, in first-seen order.
@@ -693,7 +716,9 @@ def accumulate_cells(const label_t[:, ::1] labels, intensity, int intensity_kind
     status : int
         OK, NEGATIVE_LABEL or LABEL_ABOVE_TABLE_LIMIT (then ``cells`` is None).
     cells : ndarray of CELL_SUMS_DTYPE or None
-        One record per label present, in raster order of first appearance.
+        One record per label present, sorted by label when the lookup table is small
+        enough to walk (at most 16 entries per cell), else in raster order of first
+        appearance.
     """
     cdef Py_ssize_t n_rows = labels.shape[0]
     cdef Py_ssize_t n_cols = labels.shape[1]
@@ -732,8 +757,7 @@ def accumulate_cells(const label_t[:, ::1] labels, intensity, int intensity_kind
         if status != _OK:
             return status, None
         cells = np.empty(scan.n_cells, dtype=CELL_SUMS_DTYPE)
-        if scan.n_cells:
-            memcpy(cnp.PyArray_DATA(cells), scan.cells, scan.n_cells * sizeof(CellSums))
+        _copy_in_label_order(&scan, <CellSums*> cnp.PyArray_DATA(cells))
         return _OK, cells
     finally:
         free(scan.cells)

@@ -221,6 +221,12 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
     from luigi.task_register import Register
 
     Register.clear_instance_cache()  # task instances (and their listings) are per run
+    config = luigi.configuration.get_config()
+    if not config.has_option("worker", "check_unfulfilled_deps"):
+        # See [worker] in luigi.cfg: the root runs once its image tasks have run.
+        if not config.has_section("worker"):
+            config.add_section("worker")
+        config.set("worker", "check_unfulfilled_deps", "false")
     failed_tasks: list[str] = []
     stored = 0
 
@@ -240,7 +246,7 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
             # resources() know whether it sits on a GPU.
             context.segmenter(context.params.as_dict())
         scheduler = {"scheduler_url": spec.scheduler_url} if spec.scheduler_url else {"local_scheduler": True}
-        log_level = luigi.configuration.get_config().get("core", "log_level", "WARNING")
+        log_level = config.get("core", "log_level", "WARNING")
         result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level, **scheduler)
     scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
     succeeded = result.status in {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}

@@ -237,6 +237,14 @@ def test_label_values_beyond_the_lookup_table_give_skimage_values():
     assert_matches_skimage(labels)
 
 
+def test_sparse_label_values_come_out_sorted_and_give_skimage_values():
+    # large enough that the lookup table holds these values but is too sparse to walk,
+    # and the first label met in raster order is not the smallest
+    labels = voronoi_labels(np.random.default_rng(9), (300, 300), n_cells=5).astype(np.int64)
+    labels = np.array([0, 600_000, 400_001, 500_000, 123_457, 444_444])[labels]
+    assert_matches_skimage(labels)
+
+
 def test_uint64_labels_above_int64_are_rejected():
     labels = np.array([[0, 2**63 + 5]], dtype=np.uint64)
     with pytest.raises(ValueError, match="at most 2\\*\\*63 - 1"):
