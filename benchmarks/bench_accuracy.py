@@ -1,0 +1,168 @@
+"""Accuracy on held-out ISBI 2012 slices: classical watershed, the old approach, cellpipe.
+
+In one run, on the held-out slices (default 20–24 of ``isbi2012/train``), it scores
+
+(a) classical watershed without a U-Net (:func:`baselines.classical_labels`),
+(b) the old approach: a U-Net fed 256 x 256 resized images, output thresholded, Sobel,
+    two-level markers, watershed (:func:`baselines.old_unet_labels`). Its network is
+    trained here on the same slices as the default model (0–19, resized), with the
+    architecture and budget (steps, batch size, learning rate, seed) of the default
+    model's card, once: it is cached under ``--cache`` and reused by later runs.
+    ``--budget-steps N`` trains for N steps instead (say so when you quote results),
+(c) cellpipe's default: :class:`cellpipe.pipeline.CellSegmenter` with the shipped model
+    and default parameters,
+
+and prints per method the mean foreground-restricted V_rand (with its split and merge
+parts), V_info, F1 at IoU 0.5, predicted and true cell counts, and seconds per image from
+raw image to labels (after a warm-up call; per-cell statistics not included).
+
+The few parameters of (a) and (b) are tuned by grid search on the training slices
+(``--tune-ids``, default 0–19) in the same run; (c)'s defaults were tuned on those same
+slices. No held-out slice is used for any choice.
+
+    .venv/bin/python benchmarks/bench_accuracy.py [--budget-steps N] [--model M.keras]
+
+Never run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+import baselines  # noqa: E402
+from cellpipe.metrics import evaluate_dataset, evaluate_pair  # noqa: E402
+from cellpipe.unet.data import parse_ids  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "isbi2012"
+COLUMNS = (
+    ("V_rand", "v_rand"), ("split", "v_rand_split"), ("merge", "v_rand_merge"),
+    ("V_info", "v_info"), ("F1@0.5", "f1"), ("cells", "n_pred"), ("true", "n_true"),
+)
+
+
+def score(
+    segment: Callable[[np.ndarray], np.ndarray], slices: Sequence[baselines.Slice], warm_up: np.ndarray
+) -> dict[str, float]:
+    """Return the mean scores of ``segment`` over ``slices`` and its seconds per image."""
+    segment(warm_up)
+    per_image, seconds = [], []
+    for item in slices:
+        started = time.perf_counter()
+        labels = segment(item.image)
+        seconds.append(time.perf_counter() - started)
+        per_image.append(evaluate_pair(labels, item.truth))
+    return {**evaluate_dataset(per_image), "seconds": float(np.mean(seconds))}
+
+
+def run_classical(tune_slices, test_slices) -> tuple[dict, str]:
+    """Return (a)'s held-out scores and a description of its tuned parameters."""
+    params, tuned = baselines.tune(
+        lambda i, p: baselines.classical_labels(tune_slices[i].image, p),
+        [s.truth for s in tune_slices],
+        baselines.ClassicalParams(),
+        baselines.CLASSICAL_GRID,
+    )
+    scores = score(lambda image: baselines.classical_labels(image, params), test_slices, tune_slices[0].image)
+    return scores, f"{params} (tuning V_rand {tuned:.4f})"
+
+
+def run_old_unet(args, default_card, tune_slices, test_slices) -> tuple[dict, str]:
+    """Return (b)'s held-out scores, training its U-Net first unless cached."""
+    from cellpipe.unet import EdgePredictor, load_model
+
+    budget = baselines.old_training_budget(default_card, args.budget_steps)
+    model_path = baselines.train_old_unet(args.data, args.cache, budget)
+    model, card = load_model(model_path)
+    predictor = EdgePredictor(model)
+    edge_maps = [baselines.old_edge_probability(predictor, card, s.image) for s in tune_slices]
+    params, tuned = baselines.tune(
+        lambda i, p: baselines.old_postprocess(edge_maps[i], p),
+        [s.truth for s in tune_slices],
+        baselines.OldPostParams(),
+        baselines.OLD_GRID,
+    )
+    scores = score(
+        lambda image: baselines.old_unet_labels(predictor, card, image, params), test_slices, tune_slices[0].image
+    )
+    steps = card.training.get("steps_run", "?")
+    shortened = " (SHORTENED by --budget-steps)" if args.budget_steps else ""
+    return scores, f"{params} (tuning V_rand {tuned:.4f}); trained {steps} steps{shortened}, {model_path}"
+
+
+def run_cellpipe(segmenter, tune_slices, test_slices) -> tuple[dict, str]:
+    """Return (c)'s held-out scores with the segmenter's own parameters."""
+    inverted = []
+
+    def segment(image: np.ndarray) -> np.ndarray:
+        result = segmenter(image)
+        inverted.append(result.inverted)
+        return result.labels
+
+    scores = score(segment, test_slices, tune_slices[0].image)
+    return scores, f"{segmenter.params.segment} invert={segmenter.params.invert} (inverted: {any(inverted)})"
+
+
+def print_table(rows: dict[str, dict[str, float]]) -> None:
+    """Print one line per method: the mean scores and seconds per image."""
+    header = f"{'method':<34}" + "".join(f"{name:>8}" for name, _ in COLUMNS) + f"{'s/image':>9}"
+    print(header)
+    print("-" * len(header))
+    for method, scores in rows.items():
+        cells = "".join(
+            f"{scores[key]:>8.1f}" if key.startswith("n_") else f"{scores[key]:>8.4f}" for _, key in COLUMNS
+        )
+        print(f"{method:<34}{cells}{scores['seconds']:>9.3f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (holds train/image, train/label)")
+    parser.add_argument("--model", type=Path, default=None, help="cellpipe's model (default: the shipped one)")
+    parser.add_argument("--cache", type=Path, default=REPO / "build" / "bench-cache", help="where the old U-Net is cached")
+    parser.add_argument("--budget-steps", type=int, default=None, help="train the old U-Net for this many steps instead of the default model's budget")
+    parser.add_argument("--tune-ids", default="0-19", help="slices the baselines' parameters are tuned on")
+    parser.add_argument("--test-ids", default="20-24", help="held-out slices that are scored")
+    parser.add_argument("--skip-old", action="store_true", help="leave out (b), e.g. before its U-Net is trained")
+    parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    args = parser.parse_args(argv)
+    if overlap := set(parse_ids(args.tune_ids)) & set(parse_ids(args.test_ids)):
+        parser.error(f"slices {sorted(overlap, key=int)} are both tuned on and scored")
+
+    from cellpipe.pipeline import CellSegmenter
+
+    tune_slices = baselines.read_slices(args.data, parse_ids(args.tune_ids))
+    test_slices = baselines.read_slices(args.data, parse_ids(args.test_ids))
+    segmenter = CellSegmenter(args.model)
+    print(f"held-out slices {args.test_ids}; baselines tuned on slices {args.tune_ids}; model {segmenter.model_path}")
+
+    rows, notes = {}, {}
+    rows["(a) classical watershed"], notes["(a)"] = run_classical(tune_slices, test_slices)
+    if not args.skip_old:
+        rows["(b) old: 256x256 U-Net + Sobel"], notes["(b)"] = run_old_unet(
+            args, segmenter.card, tune_slices, test_slices
+        )
+    rows["(c) cellpipe default"], notes["(c)"] = run_cellpipe(segmenter, tune_slices, test_slices)
+
+    print()
+    print_table(rows)
+    print()
+    for method, note in notes.items():
+        print(f"{method} {note}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
