@@ -57,6 +57,7 @@ def _register_commands() -> None:
         commands_images,
         commands_label,
         commands_model,
+        commands_retrain,
         commands_run,
         commands_segment,
     )

@@ -1,0 +1,3 @@
+"""``cellpipe model retrain``."""
+
+from cellpipe.cli import model_app  # noqa: F401
