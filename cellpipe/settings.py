@@ -8,7 +8,9 @@ Precedence, lowest to highest:
 3. explicit overrides, usually CLI flags (``--db``, ``--model``, ...).
 
 Every field, its default and its meaning are listed in :class:`Settings`; nothing else
-in cellpipe reads ``os.environ`` for its own configuration.
+in cellpipe reads ``os.environ`` for its own configuration. Azure credentials are not
+settings (they must never be printed or sent to a scheduler): :func:`azure_environ`
+hands the ``AZURE_STORAGE_*`` variables to :mod:`cellpipe.azure`, which reads them.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class Settings:
         Edge probability above which a pixel is a cell wall when binarising.
     min_area : int
         Cells smaller than this many pixels are dropped.
+    storage_retries : int
+        Retries of one Azure Blob Storage request (azure-core's exponential retry
+        policy: about 3, 5, 9, 17, 33 s apart) before the error reaches the batch.
     """
 
     db_url: str = ""
@@ -68,6 +73,7 @@ class Settings:
     invert: str = "auto"
     edge_threshold: float = 0.5
     min_area: int = 16
+    storage_retries: int = 5
 
     def __post_init__(self) -> None:
         if not self.db_url:
@@ -98,6 +104,22 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied (``None`` values ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+#: Prefix of the environment variables that name an Azure Storage account and its secret.
+AZURE_STORAGE_PREFIX = "AZURE_STORAGE_"
+
+
+def azure_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return the ``AZURE_STORAGE_*`` variables of ``environ`` (default: the process environment).
+
+    This is what :func:`cellpipe.azure.open_store` is given: the connection string,
+    account, key, SAS token and auth mode, as the Azure CLI reads them. Identity
+    credentials (``AZURE_CLIENT_ID``, managed identity...) are read by azure-identity
+    itself.
+    """
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items() if name.startswith(AZURE_STORAGE_PREFIX)}
 
 
 def _read_config_section(

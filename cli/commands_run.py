@@ -28,10 +28,12 @@ def run_command(
         None, formats=DATE_FORMATS, help="Backfill the dated batches from this date (Luigi RangeDaily)."),
     until: Optional[dt.datetime] = typer.Option(
         None, formats=DATE_FORMATS, help="Last date of a backfill (inclusive). Default: today."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="Input folder. Default: \\[cellpipe] input."),
+    input: Optional[str] = typer.Option(
+        None, "--input", "-i", help="Input folder or az://CONTAINER/PREFIX (credentials from AZURE_STORAGE_* "
+        "variables or an Azure login). Default: \\[cellpipe] input."),
     output: Optional[str] = typer.Option(
-        None, "--output", "-o", help="Folder for <stem>_labels.tif and <stem>_cells.csv, by batch date. "
-        "Default: \\[cellpipe] output, else results/ next to the SQLite database."),
+        None, "--output", "-o", help="Folder or az://CONTAINER/PREFIX for <stem>_labels.tif and <stem>_cells.csv, "
+        "by batch date. Default: \\[cellpipe] output, else results/ next to the SQLite database."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL. Default: CELLPIPE_DB_URL, "
                                      "\\[cellpipe] db_url, else SQLite in the user's data directory."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="U-Net .keras file. Default: the shipped model."),
@@ -47,9 +49,10 @@ def run_command(
     """Segment every image of a batch and store its cells; exit code per luigi.cfg \\[retcode]."""
     from cellpipe.db import DatabaseError
     from cellpipe.settings import Settings
-    from cellpipe.tasks.context import ModelNotFoundError
+    from cellpipe.tasks.context import ModelNotFoundError, prepare_storage
+    from cellpipe.tasks.report import luigi_retcodes
     from cellpipe.tasks.runner import BatchRequest, BatchRequestError, run_batch
-    from cellpipe.tasks.sources import SourceError
+    from cellpipe.tasks.sources import SourceError, SourceUnreachableError
 
     console = Console(stderr=True)
     try:
@@ -60,8 +63,13 @@ def run_command(
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,
             retry_failed=retry_failed,
         )
+        prepare_storage(settings)
         with _BatchProgress(console) as progress:
             report = run_batch(request, on_event=progress.on_event)
+    except SourceUnreachableError as error:
+        # Storage down at the start: a failed night that the next run retries, not a usage error.
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(luigi_retcodes()["scheduling_error"]) from None
     except (BatchRequestError, SourceError, ModelNotFoundError, DatabaseError, ValueError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None

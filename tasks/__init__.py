@@ -44,11 +44,22 @@ Failure isolation (:mod:`~cellpipe.tasks.steps`, :mod:`~cellpipe.tasks.retry`):
 Secrets:
     the database URL is never a task parameter (parameters travel to ``luigid`` and its
     web page); workers take it from their settings.
-Azure (later):
-    ``az://`` inputs and outputs are recognised and refused in
-    :mod:`~cellpipe.tasks.sources` and ``BatchContext.write_results``; a blob source
-    only has to list ``PREFIX/YYYY-MM-DD/`` into :class:`~cellpipe.tasks.sources.ImageRef`
-    values and read their bytes.
+Azure Blob Storage:
+    ``--input``/``--output az://CONTAINER/PREFIX`` (credentials from the
+    ``AZURE_STORAGE_*`` variables or an Azure login, via
+    :func:`cellpipe.settings.azure_environ`). Blobs are files: listed by prefix
+    (``PREFIX/YYYY-MM-DD/`` when dated) with the same name rules, downloaded (Content-MD5
+    verified) and hashed when listed, so task ids and database rows are content-hash
+    based exactly as for files, and two machines listing one container schedule the
+    same tasks; the database records ``az://CONTAINER/NAME`` as the source. Results are
+    blobs ``OUTPUT/YYYY-MM-DD/<stem>_labels.tif``, ``_cells.csv``, written through
+    :class:`~cellpipe.tasks.blob_target.BlobTarget` (staged blocks, one commit: never a
+    half blob); the database row comes after all of them, so an image whose results are
+    only partly uploaded is simply processed again. Requests are retried by azure-core
+    (``storage_retries``), whole reads and writes by :mod:`~cellpipe.tasks.retry`; at
+    the start, a missing container or refused credentials stop the run (exit 2) and an
+    unreachable store fails it within seconds (``[retcode] scheduling_error``). A blob
+    that is not an image is recorded as failed, like a file.
 """
 
 from cellpipe.tasks.nightly import NightlyBatch, ProcessImage, backfill

@@ -28,7 +28,7 @@ from cellpipe.pipeline import CellSegmenter, PipelineParams, file_sha256
 from cellpipe.results import write_results
 from cellpipe.segment import SegmentParams
 from cellpipe.settings import Settings, default_data_dir
-from cellpipe.tasks.sources import Listing, is_blob_uri, list_batch
+from cellpipe.tasks.sources import Listing, SourceError, is_blob_uri, list_batch, storage_errors
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -121,6 +121,43 @@ def output_location(settings: Settings) -> str:
     return str(base / "results")
 
 
+def prepare_storage(settings: Settings) -> None:
+    """Make this process use the storage options of ``settings``; raise when an ``az://`` output is unusable.
+
+    The output container is listed once (with few retries) so that a missing
+    container or refused credentials stop the run before any image is segmented.
+    Local folders are created when results are written and need no check.
+
+    Raises
+    ------
+    cellpipe.tasks.sources.SourceError
+        The URL is invalid, the container does not exist, the credentials are refused,
+        or the output lies inside an ``az://`` input (its results would be listed as images).
+    cellpipe.tasks.sources.SourceUnreachableError
+        The storage account does not answer.
+    """
+    output = output_location(settings)
+    if not (is_blob_uri(settings.input) or is_blob_uri(output)):
+        return
+    from cellpipe.tasks.blob_target import start_options, use_settings
+
+    use_settings(settings)
+    if not is_blob_uri(output):
+        return
+    from cellpipe.azure import open_store, parse_blob_url
+    from cellpipe.settings import azure_environ
+
+    with storage_errors(f"cannot write results to {output}"):
+        location = parse_blob_url(output)
+        if is_blob_uri(settings.input):
+            source = parse_blob_url(settings.input)
+            if source.container == location.container and location.prefix.startswith(source.prefix):
+                raise SourceError(f"output {output} lies inside the input {settings.input}: its results would "
+                                  "be listed as images; choose another container or prefix")
+        with open_store(location, azure_environ(), options=start_options()) as store:
+            next(iter(store.list_images()), None)
+
+
 @dataclass(frozen=True)
 class BatchIdentity:
     """What the per-image results depend on, as task parameters (no secrets).
@@ -207,6 +244,10 @@ class BatchContext:
         self._model_ids: dict[str, int] = {}
         self.params = pipeline_params(settings)
         self.output = output_location(settings)
+        if is_blob_uri(settings.input) or is_blob_uri(self.output):
+            from cellpipe.tasks.blob_target import use_settings
+
+            use_settings(settings)  # retries of this process's blob stores
 
     @property
     def engine(self):
@@ -285,9 +326,20 @@ class BatchContext:
         return self._listings[key]
 
     def write_results(self, batch_date: dt.date, files: Mapping[str, bytes]) -> str:
-        """Write result files of one image under ``OUTPUT/YYYY-MM-DD/`` atomically; return the first's URI."""
+        """Write result files of one image under ``OUTPUT/YYYY-MM-DD/`` atomically; return the first's URI.
+
+        An ``az://`` output gets one blob per file, each committed whole
+        (:class:`~cellpipe.tasks.blob_target.BlobTarget`); a rerun replaces them, and so
+        does a retry after the storage was briefly unreachable.
+        """
         if is_blob_uri(self.output):
-            raise ValueError(f"{self.output}: az:// outputs are not wired into the nightly batch yet")
+            from cellpipe.azure import parse_blob_url
+            from cellpipe.tasks.blob_target import BlobTarget
+            from cellpipe.tasks.retry import retrying
+
+            folder = parse_blob_url(self.output).dated(batch_date)
+            targets = [(BlobTarget(folder.blob_url(folder.blob_name(name))), data) for name, data in files.items()]
+            return [retrying(target.write)(data) for target, data in targets][0].url
         written = write_results(Path(self.output) / batch_date.isoformat(), files)
         return str(written[0])
 
@@ -297,10 +349,14 @@ class BatchContext:
             self._emit(event)
 
     def close(self) -> None:
-        """Release the database connections of this context."""
+        """Release the database connections and the blob stores of this context."""
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        if is_blob_uri(self.settings.input) or is_blob_uri(self.output):
+            from cellpipe.tasks.blob_target import close_stores
+
+            close_stores()
 
 
 _CURRENT: BatchContext | None = None

@@ -5,21 +5,28 @@ content hash (sha256 of its bytes), size and batch date. The content hash is the
 image's identity everywhere downstream: in the task id that ``luigid`` deduplicates
 on and in the database, so the same bytes are one image whatever their name.
 
-Sources are named by URI. Local folders are implemented here; ``az://CONTAINER/PREFIX``
-is recognised and refused with a clear message until :mod:`cellpipe.azure` is wired in
-(the hook is :func:`list_batch` / :func:`read_source`: a blob source lists
-``PREFIX/YYYY-MM-DD/`` for a dated batch and returns ``az://`` URIs that
-:func:`read_source` downloads).
+Sources are named by URI: a local folder, or ``az://CONTAINER/PREFIX`` in Azure Blob
+Storage. Blobs are treated exactly like files: the same names are picked up (image
+suffixes, no hidden names), a dated batch is ``PREFIX/YYYY-MM-DD/``, and each blob is
+downloaded (Content-MD5 verified) and hashed when listed, so that its content hash,
+not its name, is its identity. Its URI, ``az://CONTAINER/NAME``, is what the database
+records as the image's source; :func:`read_source` downloads it again to process it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from cellpipe.azure import BlobInfo, BlobStore
 
 #: File names (lower-cased suffixes) the batch picks up; the format is then recognised
 #: from the content by :func:`cellpipe.io.read_image`, never from the name.
@@ -27,10 +34,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 _DATE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CHUNK = 1 << 20
+#: Blobs downloaded and hashed at once while listing a container.
+HASH_THREADS = 8
 
 
 class SourceError(ValueError):
-    """The input of a batch cannot be listed: missing folder, unsupported URI, ..."""
+    """The input of a batch cannot be listed, or its output used: missing folder or container, refused credentials."""
+
+
+class SourceUnreachableError(SourceError):
+    """The storage holding the input or output did not answer, even after retries: try again later."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +53,9 @@ class ImageRef:
     Attributes
     ----------
     uri : str
-        Where to read it: an absolute path (or, later, ``az://container/blob``).
+        Where to read it: an absolute path or ``az://CONTAINER/BLOB``.
     name : str
-        Path relative to the input, with ``/`` separators: what reports show.
+        Path (blob name) relative to the input, with ``/`` separators: what reports show.
     content_hash : str
         sha256 of the file's bytes, 64 hex digits.
     size_bytes : int
@@ -93,7 +106,7 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
     Parameters
     ----------
     input : str
-        A folder (``az://CONTAINER/PREFIX`` later).
+        A folder or ``az://CONTAINER/PREFIX``.
     batch_date : datetime.date
         The batch's date: with ``dated``, the images of ``INPUT/YYYY-MM-DD/``; without,
         the date given to images that are not in a dated folder.
@@ -106,20 +119,21 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
     -----
     Folders are walked recursively. Names starting with ``.`` or ``~`` are skipped,
     files and folders alike: copy images in under such a temporary name and rename
-    them when complete, so that a half-copied file is never listed.
+    them when complete, so that a half-copied file is never listed. Blobs are listed
+    by prefix, with the same rules; blob uploads are atomic anyway.
 
     Raises
     ------
     SourceError
-        When ``input`` is empty, is not a folder, or is an ``az://`` URI.
+        When ``input`` is empty or is not a folder; for ``az://`` inputs, when the URL is
+        invalid, the container does not exist or the credentials are refused.
+    SourceUnreachableError
+        When the storage account does not answer.
     """
     if not input:
         raise SourceError("no input: give --input FOLDER or set input in the [cellpipe] section of luigi.cfg")
     if is_blob_uri(input):
-        raise SourceError(
-            f"{input}: az:// inputs are not wired into the nightly batch yet; "
-            "copy the images to a local folder (or mount the container) and give its path"
-        )
+        return _list_blobs(input, batch_date, dated)
     root = Path(input).expanduser()
     if not root.is_dir():
         raise SourceError(f"input folder {root} does not exist or is not a folder")
@@ -150,10 +164,94 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
 
 
 def read_source(uri: str) -> bytes:
-    """Return the bytes of the image at ``uri`` (a path; ``az://`` later)."""
+    """Return the bytes of the image at ``uri``: a path, or a blob (``az://``, Content-MD5 verified).
+
+    Raises
+    ------
+    FileNotFoundError
+        When the file, the blob or its container is gone.
+    cellpipe.azure.BlobStorageError
+        For other storage errors (``StorageUnreachableError`` is retried by the caller).
+    """
     if is_blob_uri(uri):
-        raise SourceError(f"{uri}: az:// sources are not wired into the nightly batch yet")
+        from cellpipe.azure import BlobNotFoundError, ContainerNotFoundError
+        from cellpipe.tasks.blob_target import BlobTarget
+
+        try:
+            return BlobTarget(uri).read()
+        except (BlobNotFoundError, ContainerNotFoundError) as error:
+            raise FileNotFoundError(str(error)) from None
     return Path(uri).read_bytes()
+
+
+@contextlib.contextmanager
+def storage_errors(doing: str) -> Iterator[None]:
+    """Re-raise storage errors inside the block as :class:`SourceError` (or :class:`SourceUnreachableError`).
+
+    ``doing`` says what failed, e.g. ``"cannot list az://images/plates/"``.
+    """
+    from cellpipe.azure import BlobStorageError, StorageUnreachableError
+
+    try:
+        yield
+    except StorageUnreachableError as error:
+        raise SourceUnreachableError(f"{doing}: {error}") from None
+    except BlobStorageError as error:  # missing container, refused credentials, no account configured
+        raise SourceError(f"{doing}: {error}") from None
+
+
+def _list_blobs(input: str, batch_date: dt.date, dated: bool) -> Listing:
+    from cellpipe.azure import open_store, parse_blob_url
+    from cellpipe.settings import azure_environ
+    from cellpipe.tasks.blob_target import blob_store, start_options
+
+    with storage_errors(f"cannot list {input}"):
+        location = parse_blob_url(input)
+        # Its own store, with few retries: a store that does not answer fails the run at once.
+        with open_store(location, azure_environ(), options=start_options()) as lister:
+            blobs = [blob for blob in lister.list_images(date=batch_date if dated else None)
+                     if _is_image_name(blob.name[len(location.prefix):])]
+        store = blob_store(location)
+        pool = ThreadPoolExecutor(HASH_THREADS)
+        try:
+            hashed = list(pool.map(lambda blob: _hash_blob(store, blob), blobs))
+        finally:
+            pool.shutdown(cancel_futures=True)  # a store gone down: do not try the remaining blobs
+    images: dict[str, ImageRef] = {}
+    duplicates, unreadable = [], []
+    for blob, (content_hash, reason) in zip(blobs, hashed):
+        name = blob.name[len(location.prefix):]
+        if reason:
+            unreadable.append((name, reason))
+            continue
+        if content_hash is None:
+            continue  # deleted since it was listed: not part of the batch
+        ref = ImageRef(uri=blob.url, name=name, content_hash=content_hash, size_bytes=blob.size,
+                       batch_date=batch_date if dated else _folder_date(name, batch_date))
+        if content_hash in images:
+            duplicates.append(ref)
+        else:
+            images[content_hash] = ref
+    return Listing(tuple(images.values()), tuple(duplicates), tuple(unreadable))
+
+
+def _hash_blob(store: BlobStore, blob: BlobInfo) -> tuple[str | None, str]:
+    """Return ``(content hash, "")``, ``(None, reason)`` for a blob that cannot be read, ``(None, "")`` if gone."""
+    from cellpipe.azure import BlobNotFoundError, BlobTooLargeError, ContentMismatchError
+    from cellpipe.tasks.retry import retrying
+
+    try:
+        return hashlib.sha256(retrying(store.download)(blob)).hexdigest(), ""
+    except BlobNotFoundError:
+        return None, ""
+    except (ContentMismatchError, BlobTooLargeError) as error:
+        return None, str(error)
+
+
+def _is_image_name(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return bool(parts) and not any(_hidden(part) for part in parts) and \
+        PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -29,32 +29,12 @@ from cellpipe.tasks import BatchRequest, run_batch
 from cellpipe.tasks.report import DEFAULT_RETCODES
 from cellpipe.tasks.scheduler import accepts_connections, free_port
 
+pytest_plugins = ["tiny_model"]  # the session fixture `tiny_model`
+
 REPO = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 6, 1)
 IMAGE_SIDE = 160
 N_SAMPLES = 20
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """Return a depth-2 U-Net trained for a few seconds on synthetic foam and tissue."""
-    import keras
-
-    from cellpipe.synthetic import synthetic_cells
-    from cellpipe.unet import ModelCard, UNetConfig, build_unet, model_input, save_model
-
-    keras.utils.set_random_seed(0)
-    card = ModelCard(dark_walls=True)
-    inputs, edges = [], []
-    for i in range(8):
-        kind = ("foam", "tissue")[i % 2]
-        sample = synthetic_cells((128, 128), kind=kind, seed=100 + i, mean_cell_diameter=20)
-        inputs.append(model_input(sample.image, card, invert=kind == "foam"))
-        edges.append(sample.edges)
-    model = build_unet(UNetConfig(depth=2, base_filters=8, batch_norm=False))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
-    model.fit(np.stack(inputs)[..., None], np.stack(edges)[..., None], batch_size=4, epochs=40, verbose=0)
-    return save_model(model, card, tmp_path_factory.mktemp("model") / "tiny.keras")
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ from cellpipe.unet.data import Augmentation
 from cellpipe.unet.train import TrainConfig, edge_loss, train
 
 TINY = UNetConfig(depth=2, base_filters=4)
+training_run = pytest.mark.slow  # each of these trains a tiny U-Net for a few steps (seconds)
 
 
 def write_cells(folder, count=6, size=64, seed=0):
@@ -70,12 +71,14 @@ def trained(cells_dir, tmp_path_factory):
     return config, result, losses
 
 
+@training_run
 def test_a_few_training_steps_lower_the_loss(trained):
     _, _, losses = trained
     step_losses = losses[:8] + losses[9:17]  # each epoch's last report is the epoch mean
     assert np.mean(step_losses[-4:]) < 0.9 * np.mean(step_losses[:4])
 
 
+@training_run
 def test_the_best_model_is_saved_with_a_card_that_says_how_it_was_made(trained):
     config, result, _ = trained
     model, card = load_model(result.model_path)
@@ -87,18 +90,21 @@ def test_the_best_model_is_saved_with_a_card_that_says_how_it_was_made(trained):
     assert model.count_params() > 0
 
 
+@training_run
 def test_held_out_images_are_not_trained_on(trained):
     _, result, _ = trained
     assert result.card.training["validation_images"] == ["5"]
     assert result.card.training["train_images"] == ["0", "1", "2", "3", "4"]
 
 
+@training_run
 def test_the_same_seed_repeats_the_run(cells_dir, tmp_path, trained):
     config, _, first = trained
     _, again = run(replace(config, out=tmp_path / "again.keras"))
     np.testing.assert_allclose(again, first, rtol=1e-4)
 
 
+@training_run
 def test_a_frozen_encoder_keeps_its_weights_while_the_decoder_learns(cells_dir, tmp_path, trained):
     _, start, _ = trained
     config = tiny_config(cells_dir, tmp_path / "tuned.keras", init_from=start.model_path, freeze_encoder=True, epochs=1)
@@ -133,6 +139,7 @@ def test_freezing_the_encoder_of_a_fresh_model_is_refused(tmp_path):
         TrainConfig(data_dir=tmp_path, out=tmp_path / "m.keras", freeze_encoder=True)
 
 
+@training_run
 def test_the_command_line_trains_and_records_its_command(cells_dir, tmp_path, monkeypatch):
     from cellpipe.cli import app
     from cellpipe.cli import commands_model  # noqa: F401  (registers `model train`)

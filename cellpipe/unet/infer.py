@@ -120,8 +120,9 @@ def predict_edges(
         The network input: a contrast gray image in [0, 1] with dark cell walls, as
         made by :func:`model_input`. Any size; it is never resized.
     tile : int
-        Tile side, a multiple of ``2 ** depth``; images smaller than a tile use a
-        smaller tile (a multiple of 64) and are mirror-padded up to it.
+        Nominal tile side, a multiple of ``2 ** depth``. The side used is the one of
+        :func:`plan_tiles` that computes the fewest pixels (between ``tile / 2`` and
+        ``1.25 * tile``, or one smaller tile holding a small, mirror-padded image).
     overlap : int
         Minimum overlap of neighbouring tiles; predictions are blended across it with
         raised-cosine weights. Should exceed the model's border artefacts (~16 px).
