@@ -171,7 +171,7 @@ def azure_env(azurite, monkeypatch):
 
 def test_a_container_is_listed_exactly_like_a_folder_with_the_same_files(azure_env, tmp_path, plates):
     a, b = list(plates.values())[:2]
-    tree = {f"{DAY}/a.png": a, "2024-06-02/b.TIF": b, "loose.png": a + b"", "sub/copy_of_a.png": a,
+    tree = {f"{DAY}/a.png": a, "2024-06-02/b.TIF": b, "loose.png": a, "sub/copy_of_a.png": a,
             ".staging/c.png": b, f"{DAY}/~upload.png": b, "notes.txt": b"exposure 20 ms"}
     container = new_container(azure_env)
     upload(azure_env, container, {f"plates/{name}": content for name, content in tree.items()})
@@ -377,9 +377,12 @@ def test_an_az_input_without_any_storage_account_configured_names_the_variables_
         list_batch("az://inbox/plates", DAY, dated=True)
 
 
-def test_an_output_inside_the_input_is_refused_before_its_results_could_be_listed_as_images(azure_env, tmp_path):
+def test_az_locations_in_luigi_cfg_are_used_and_an_output_inside_the_input_is_refused(azure_env, tmp_path,
+                                                                                      monkeypatch):
     inbox = new_container(azure_env)
-    exit_code, output = run_command("--input", f"az://{inbox}/plates", "--output", f"az://{inbox}/plates/results",
-                                    "--db", f"sqlite:///{tmp_path / 'cells.sqlite'}")
+    config = tmp_path / "luigi.cfg"
+    config.write_text(f"[cellpipe]\ninput = az://{inbox}/plates\noutput = az://{inbox}/plates/results\n")
+    monkeypatch.setenv("LUIGI_CONFIG_PATH", str(config))
+    exit_code, output = run_command("--db", f"sqlite:///{tmp_path / 'cells.sqlite'}")
     assert exit_code == 2, output
-    assert f"output az://{inbox}/plates/results lies inside the input" in output
+    assert f"output az://{inbox}/plates/results lies inside the input az://{inbox}/plates" in output
