@@ -98,7 +98,7 @@ class ClassicalParams:
 CLASSICAL_GRID = {
     "sigma": (1.0, 2.0, 3.0),
     "threshold": (0.35, 0.45, 0.55, 0.65),
-    "min_distance": (5, 10, 20, 40),
+    "min_distance": (5, 10, 20, 40, 80),
 }
 
 
@@ -139,7 +139,7 @@ class OldPostParams:
     min_area: int = 16
 
 
-OLD_GRID = {"low": (0.1, 0.2, 0.3, 0.5), "high": (0.5, 0.7, 0.9), "min_area": (16, 64)}
+OLD_GRID = {"low": (0.05, 0.1, 0.2, 0.3, 0.5), "high": (0.5, 0.7, 0.9), "min_area": (16, 64)}
 
 
 def resize_image(image: np.ndarray, size: int = OLD_SIZE) -> np.ndarray:

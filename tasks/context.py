@@ -93,6 +93,22 @@ def resolve_model(model: str) -> ModelInfo:
                      card=json.loads(card_file.read_text()))
 
 
+def batch_model(settings: Settings, engine) -> ModelInfo:
+    """Return the model the batch uses.
+
+    ``[cellpipe] model`` (or ``--model``) when set; else the database's default model
+    (made so by ``cellpipe model retrain --make-default`` or ``cellpipe.db.set_default_model``);
+    else the model shipped with cellpipe.
+    """
+    if not settings.model:
+        from cellpipe.db import get_default_model
+
+        default = get_default_model(engine)
+        if default is not None:
+            return resolve_model(default.location)
+    return resolve_model(settings.model)
+
+
 def pipeline_params(settings: Settings) -> PipelineParams:
     """Return the segmentation parameters that ``settings`` ask for."""
     return PipelineParams(invert=settings.invert,
@@ -263,7 +279,7 @@ class BatchContext:
     def model(self) -> ModelInfo:
         """Return the model file of the settings (hashed once)."""
         if self._model is None:
-            self._model = resolve_model(self.settings.model)
+            self._model = batch_model(self.settings, self.engine)
         return self._model
 
     @property

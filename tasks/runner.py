@@ -34,11 +34,11 @@ from cellpipe.tasks.context import (
     BatchEvent,
     BatchIdentity,
     activated,
+    batch_model,
     database_identity,
     model_loads,
     output_location,
     pipeline_params,
-    resolve_model,
 )
 from cellpipe.tasks.report import BatchReport, ImageLine, WorkerResult
 from cellpipe.tasks.retry import retrying
@@ -164,7 +164,6 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     started = time.perf_counter()
     settings = request.settings
     emit = on_event or (lambda event: None)
-    model = resolve_model(settings.model)
     params = pipeline_params(settings)
     listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated)
                 for date, dated in request.batches}
@@ -174,6 +173,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
 
     engine = retrying(open_database)(settings.db_url)
     try:
+        model = retrying(batch_model)(settings, engine)
         model_id = retrying(ensure_model)(engine, name=model.name, version=model.version, file_hash=model.sha256,
                                           location=str(model.path), card=model.card)
         param_hash = parameter_hash(params.as_dict())

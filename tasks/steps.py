@@ -113,7 +113,8 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     timings.update(result.timings)
 
     written = time.perf_counter()
-    label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, result.cells))
+    label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, result.cells,
+                                                                          with_overlay=True))
     timings["write"] = time.perf_counter() - written
     retrying(store_segmentation)(engine, image_id, model_id, parameters, result.cells,
                                  run_id=context.run_id, label_uri=label_uri, timings=timings)

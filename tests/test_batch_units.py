@@ -76,11 +76,6 @@ def test_a_missing_input_folder_is_an_error_naming_it(tmp_path):
         list_batch(str(tmp_path / "nowhere"), DAY, dated=True)
 
 
-def test_blob_inputs_are_refused_until_azure_is_wired_in():
-    with pytest.raises(SourceError, match="az://"):
-        list_batch("az://images/lab1", DAY, dated=True)
-
-
 def test_the_coordinator_finds_the_shipped_model_where_the_unet_package_keeps_it():
     from cellpipe.tasks.context import shipped_model_path
     from cellpipe.unet import DEFAULT_MODEL_PATH
@@ -223,3 +218,36 @@ def test_the_private_luigid_listens_on_loopback_while_open_and_is_gone_after():
         state_dir = scheduler.state_dir
     assert not accepts_connections("127.0.0.1", scheduler.port)
     assert not state_dir.exists()
+
+
+# --- which model the batch uses ------------------------------------------------------------
+
+def fake_model(folder: Path) -> Path:
+    """A model file with its card: enough for resolving, not for predicting."""
+    write(folder / "model.json", b"{}")
+    return write(folder / "model.keras", folder.name.encode())
+
+
+def test_the_batch_uses_the_database_default_model_when_none_is_configured(tmp_path, db_url, engine):
+    from cellpipe.db import register_model
+    from cellpipe.tasks.context import batch_model
+
+    promoted = fake_model(tmp_path / "promoted")
+    register_model(engine, "unet", "2", file_hash="a" * 64, location=str(promoted), make_default=True)
+    assert batch_model(Settings(db_url=db_url), engine).path == promoted.resolve()
+
+
+def test_a_configured_model_wins_over_the_database_default(tmp_path, db_url, engine):
+    from cellpipe.db import register_model
+    from cellpipe.tasks.context import batch_model
+
+    register_model(engine, "unet", "2", file_hash="a" * 64, location=str(fake_model(tmp_path / "promoted")),
+                   make_default=True)
+    configured = fake_model(tmp_path / "configured")
+    assert batch_model(Settings(db_url=db_url, model=str(configured)), engine).path == configured.resolve()
+
+
+def test_without_a_default_the_batch_uses_the_shipped_model(db_url, engine):
+    from cellpipe.tasks.context import batch_model, shipped_model_path
+
+    assert batch_model(Settings(db_url=db_url), engine).path == shipped_model_path().resolve()
