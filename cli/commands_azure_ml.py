@@ -216,6 +216,7 @@ def list_command(
 @model_app.command("promote")
 def promote_command(
     model: str = typer.Argument(..., help="NAME:VERSION of a registered model."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL. Default: CELLPIPE_DB_URL, [cellpipe] db_url."),
     sdk: str = typer.Option("v1", "--sdk", help=SDK_HELP),
     dry_run: Optional[Path] = typer.Option(None, "--dry-run", help=DRY_RUN_HELP),
     workspace_config: Optional[Path] = WorkspaceConfig,
@@ -223,9 +224,15 @@ def promote_command(
     resource_group: str = ResourceGroup,
     workspace: str = WorkspaceName,
 ) -> None:
-    """Make NAME:VERSION the model the nightly batch uses (tag cellpipe-default)."""
+    """Make NAME:VERSION the model the nightly batch uses.
+
+    In the database's models table (what `cellpipe run` reads when no --model is set)
+    when the model is there, and in the Azure ML workspace (tag cellpipe-default) when a
+    workspace is given.
+    """
     from cellpipe.azure.ml import open_backend, parse_model_ref
 
+    in_azure = bool(workspace_config or subscription_id or workspace)
     try:
         ref = _workspace(workspace_config, subscription_id, resource_group, workspace)
         chosen = parse_model_ref(model)
@@ -233,10 +240,33 @@ def promote_command(
             raise ValueError(f"give the version to promote: {chosen.name}:VERSION")
         if dry_run is not None:
             return _request_dry_run(dry_run, sdk, ref, "promote_model", model=str(chosen))
-        promoted = open_backend(sdk, ref).promote_model(chosen)
+        promoted_locally = _promote_in_database(db, chosen.name, chosen.version)
+        if not (promoted_locally or in_azure):
+            raise ValueError(
+                f"{chosen} is not in the models table of the database; register it (cellpipe model "
+                "retrain, or run the batch with --model) or give an Azure ML workspace"
+            )
+        if in_azure:
+            console.print(f"{open_backend(sdk, ref).promote_model(chosen)} is now the default in the workspace")
     except _errors() as error:
         raise _fail(error) from error
-    console.print(f"{promoted} is now the default model")
+    if promoted_locally:
+        console.print(f"{chosen} is now the default model of the nightly batch")
+
+
+def _promote_in_database(db_url: Optional[str], name: str, version: str) -> bool:
+    """Make (name, version) the database's default model; return False when it is not there."""
+    from cellpipe.db import get_model, open_database, set_default_model
+    from cellpipe.settings import Settings
+
+    engine = open_database(Settings.load({"db_url": db_url}).db_url)
+    try:
+        found = get_model(engine, name, version)
+        if found is not None:
+            set_default_model(engine, found.id)
+        return found is not None
+    finally:
+        engine.dispose()
 
 
 @model_app.command("download")

@@ -88,3 +88,24 @@ def test_promote_needs_a_version(tmp_path):
     result = cellpipe("model", "promote", "cellpipe-unet", "--dry-run", tmp_path / "request")
     assert result.exit_code == 2
     assert "version" in result.output
+
+
+def test_promote_makes_a_model_of_the_database_the_batch_default(tmp_path):
+    from cellpipe.db import get_default_model, open_database, register_model
+
+    url = f"sqlite:///{tmp_path / 'cells.sqlite'}"
+    engine = open_database(url)
+    register_model(engine, "cellpipe-unet", "3", file_hash="b" * 64, location="/models/3/model.keras")
+    result = cellpipe("model", "promote", "cellpipe-unet:3", "--db", url)
+    assert result.exit_code == 0, result.output
+    assert (get_default_model(engine).name, get_default_model(engine).version) == ("cellpipe-unet", "3")
+
+
+def test_promote_of_a_model_nowhere_fails_and_changes_nothing(tmp_path):
+    from cellpipe.db import get_default_model, open_database
+
+    url = f"sqlite:///{tmp_path / 'cells.sqlite'}"
+    result = cellpipe("model", "promote", "cellpipe-unet:9", "--db", url)
+    assert result.exit_code == 2
+    assert "not in the models table" in result.output
+    assert get_default_model(open_database(url)) is None
