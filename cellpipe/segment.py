@@ -276,9 +276,9 @@ class SegmentParams:
     Attributes
     ----------
     threshold : float
-        Edge probability at or above which a pixel is a cell wall. Default 0.1: a
+        Edge probability at or above which a pixel is a cell wall. Default 0.2: a
         low threshold keeps faint walls closed, so cells do not merge through gaps
-        (tuned on ISBI 2012 slices 0–19 with the shipped model; see
+        (tuned with the shipped model on ISBI 2012 slices 0–19; see
         ``benchmarks/bench_accuracy.py``).
     marker_h : float
         ``h`` of :func:`cell_markers`: how far, in pixels, a distance peak must rise
@@ -297,7 +297,7 @@ class SegmentParams:
         between the cells on either side, so cells tile the image.
     """
 
-    threshold: float = 0.1
+    threshold: float = 0.2
     marker_h: float = 32.0
     min_area: int = 32
     connectivity: int = 1

@@ -12,7 +12,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cellpipe.unet import UNetConfig, card_path, load_model
-from cellpipe.unet.data import Augmentation
 from cellpipe.unet.train import TrainConfig, edge_loss, train
 
 TINY = UNetConfig(depth=2, base_filters=4)
@@ -164,6 +163,7 @@ def test_the_command_line_reports_missing_data_without_a_traceback(tmp_path):
     assert "train/image" in result.output
 
 
+@pytest.mark.filterwarnings("ignore:.cellpipe.unet.train. found in sys.modules:RuntimeWarning")
 def test_the_cloud_entry_point_is_the_same_command(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["train.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
