@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from cellpipe.segment import SegmentParams
+
 APP_NAME = "cellpipe"
 
 
@@ -58,9 +60,11 @@ class Settings:
         ``"auto"``, ``"true"`` or ``"false"``: whether to invert the gray image so that
         cell walls are dark before prediction.
     edge_threshold : float
-        Edge probability above which a pixel is a cell wall when binarising.
+        Edge probability at or above which a pixel is a cell wall when binarising.
+        Default: :class:`cellpipe.segment.SegmentParams`' ``threshold``.
     min_area : int
         Cells smaller than this many pixels are dropped.
+        Default: :class:`cellpipe.segment.SegmentParams`' ``min_area``.
     storage_retries : int
         Retries of one Azure Blob Storage request (azure-core's exponential retry
         policy: about 3, 5, 9, 17, 33 s apart) before the error reaches the batch.
@@ -71,8 +75,8 @@ class Settings:
     input: str = ""
     output: str = ""
     invert: str = "auto"
-    edge_threshold: float = 0.5
-    min_area: int = 16
+    edge_threshold: float = SegmentParams.threshold
+    min_area: int = SegmentParams.min_area
     storage_retries: int = 5
 
     def __post_init__(self) -> None:

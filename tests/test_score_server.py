@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest_plugins = ["azurite"]
+pytest_plugins = ["azurite", "tiny_model"]  # session fixtures `azurite`, `tiny_model`
 pytestmark = pytest.mark.filterwarnings(
     "ignore::DeprecationWarning", "ignore::PendingDeprecationWarning", "ignore:.*should not be instantiated"
 )
@@ -32,17 +32,6 @@ pytestmark = pytest.mark.filterwarnings(
 MAX_PIXELS = 256 * 256
 MAX_REQUEST_BYTES = 1_000_000
 START_TIMEOUT_S = 180
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import keras
-
-    from cellpipe.unet import ModelCard, UNetConfig, build_unet, save_model
-
-    keras.utils.set_random_seed(0)
-    model = build_unet(UNetConfig(depth=2, base_filters=4))
-    return save_model(model, ModelCard(description="tiny test model"), tmp_path_factory.mktemp("model") / "tiny.keras")
 
 
 @pytest.fixture(scope="module")
