@@ -173,20 +173,6 @@ class CellSegmenter:
         return CellResult(labels, cells, edge_probability, bool(inverted), timings)
 
 
-def cached_segmenter(model_path: str | None, params: PipelineParams | None = None) -> CellSegmenter:
-    """Return a :class:`CellSegmenter` for ``model_path``, loading each model once per process.
-
-    Long-lived workers (Luigi, the scoring server) call this for every image; the
-    model and its compiled inference function are built on the first call only.
-    """
-    return _cached_model(model_path).with_params(params or PipelineParams())
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_model(model_path: str | None) -> CellSegmenter:
-    return CellSegmenter(model_path)
-
-
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """Return the hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
@@ -204,6 +190,5 @@ __all__ = [
     "CellResult",
     "CellSegmenter",
     "PipelineParams",
-    "cached_segmenter",
     "file_sha256",
 ]

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from cellpipe.io import _write_atomically
 from cellpipe.overlay import overlay
 
 #: Suffixes of the files written per image ``<stem>``.
@@ -78,16 +79,5 @@ def result_files(
 def write_results(folder: str | os.PathLike[str], files: Mapping[str, bytes]) -> list[Path]:
     """Write each file into ``folder`` atomically (temporary name, then rename); return paths."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in files.items():
-        path = folder / name
-        temporary = folder / f".{name}.{os.getpid()}.tmp"
-        try:
-            temporary.write_bytes(data)
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        written.append(path)
-    return written
+    return [_write_atomically(folder / name, lambda temporary, data=data: temporary.write_bytes(data))
+            for name, data in files.items()]
