@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator, Union
 from urllib.parse import quote
@@ -90,8 +91,15 @@ def create_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOU
         _configure_sqlite(engine, busy_timeout_s=busy_timeout_s, read_only=False)
         return engine
     if parsed.get_backend_name() == "postgresql":
+        # synchronous_commit=off is PostgreSQL's counterpart of SQLite's WAL with
+        # synchronous=NORMAL: a commit returns before its WAL record reaches the disk, so a
+        # server crash can forget the last few hundred milliseconds of commits but never
+        # corrupts or half-applies one. Every cellpipe write is an idempotent upsert and a
+        # forgotten result reads as "not segmented", which the next run redoes. Waiting for
+        # one fsync per image made the flush, not COPY, the slow part of storing results.
         return sqlalchemy.create_engine(
-            _psycopg(parsed), connect_args={"application_name": "cellpipe"}
+            _psycopg(parsed),
+            connect_args={"application_name": "cellpipe", "options": "-c synchronous_commit=off"},
         )
     raise DatabaseError(f"{parsed!r}: cellpipe supports SQLite and PostgreSQL URLs only")
 
@@ -181,6 +189,21 @@ def _psycopg(url: URL) -> URL:
     return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
 
 
+def _use_wal(cursor: sqlite3.Cursor, busy_timeout_s: float) -> None:
+    # WAL is stored in the file, so only the first connection to a new database switches
+    # it. Switching takes an exclusive lock and SQLite answers "database is locked" at
+    # once, without its busy handler, when another process holds any lock (two workers
+    # opening a fresh database together): retry until the busy timeout instead.
+    deadline = time.monotonic() + busy_timeout_s
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _configure_sqlite(engine: Engine, *, busy_timeout_s: float, read_only: bool) -> None:
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
         raise DatabaseError(
@@ -198,7 +221,7 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_s: float, read_only: bool)
         if read_only:
             cursor.execute("PRAGMA query_only = ON")
         else:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _use_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

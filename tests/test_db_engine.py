@@ -26,6 +26,21 @@ def test_sqlite_databases_use_wal_and_a_busy_timeout(tmp_path):
         engine.dispose()
 
 
+def test_postgresql_writers_commit_without_waiting_for_the_wal_flush(postgres_session_url):
+    # The PostgreSQL counterpart of SQLite's synchronous=NORMAL: safe because every write
+    # is an idempotent upsert that the next run redoes if a server crash forgets it.
+    writer = db.create_engine(postgres_session_url)
+    try:
+        with writer.connect() as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "off"
+            server_default = connection.exec_driver_sql(
+                "SELECT boot_val FROM pg_settings WHERE name = 'synchronous_commit'"
+            ).scalar_one()
+    finally:
+        writer.dispose()
+    assert server_default == "on"
+
+
 def test_the_folder_of_a_new_sqlite_file_is_created(tmp_path):
     path = tmp_path / "nested" / "folder" / "cells.sqlite"
     db.open_database(f"sqlite:///{path}").dispose()
