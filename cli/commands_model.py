@@ -30,6 +30,9 @@ def train_command(
     base_filters: int = typer.Option(16, help="Filters at full resolution; doubled at each level."),
     batch_norm: bool = typer.Option(True, "--batch-norm/--no-batch-norm", help="Batch norm after each convolution."),
     dropout: float = typer.Option(0.0, help="Dropout rate after the bottleneck."),
+    max_filters: Optional[int] = typer.Option(
+        None, help="Cap the filters of every level (a deeper net, more context, same size)."
+    ),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this model (transfer learning)."),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="With --init-from: train the decoder only."),
     epochs: int = typer.Option(50, help="Maximum number of epochs (validation after each)."),
@@ -59,7 +62,9 @@ def train_command(
         val_ids=val_ids,
         val_fraction=val_fraction,
         train_ids=train_ids,
-        architecture=UNetConfig(depth=depth, base_filters=base_filters, batch_norm=batch_norm, dropout=dropout),
+        architecture=UNetConfig(
+            depth=depth, base_filters=base_filters, batch_norm=batch_norm, dropout=dropout, max_filters=max_filters
+        ),
         init_from=init_from,
         freeze_encoder=freeze_encoder,
         epochs=epochs,

@@ -46,13 +46,32 @@ def test_config_is_recovered_from_a_built_model():
     assert UNetConfig.of_model(build_unet(config)) == config
 
 
+def test_capped_filters_make_a_deeper_net_no_larger_and_are_recovered():
+    capped = UNetConfig(depth=4, base_filters=4, max_filters=16)
+    assert [capped.filters_at(level) for level in range(5)] == [4, 8, 16, 16, 16]
+    model = build_unet(capped)
+    assert UNetConfig.of_model(model) == capped
+    shallower = build_unet(UNetConfig(depth=3, base_filters=4))
+    # One more level at 16 filters costs less than doubling the bottleneck to 64.
+    assert model.count_params() < 2 * shallower.count_params()
+    assert build_unet(UNetConfig(depth=4, base_filters=4)).count_params() > 3 * model.count_params()
+    assert model(images(size=32), training=False).shape == (2, 32, 32, 1)
+
+
+def test_a_cap_no_level_reaches_is_no_cap():
+    assert UNetConfig(depth=2, base_filters=4, max_filters=16).max_filters is None
+    assert UNetConfig.from_dict({"depth": 2, "base_filters": 4}).max_filters is None
+
+
 def test_a_model_not_built_by_build_unet_has_no_config():
     other = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(1, 3)])
     with pytest.raises(ValueError, match="not built by"):
         UNetConfig.of_model(other)
 
 
-@pytest.mark.parametrize("values", [{"depth": 0}, {"base_filters": 0}, {"dropout": 1.0}])
+@pytest.mark.parametrize(
+    "values", [{"depth": 0}, {"base_filters": 0}, {"dropout": 1.0}, {"base_filters": 8, "max_filters": 4}]
+)
 def test_invalid_architectures_are_rejected(values):
     with pytest.raises(ValueError):
         UNetConfig(**values)

@@ -44,12 +44,16 @@ class UNetConfig:
         Batch normalisation after every 3x3 convolution.
     dropout : float
         Dropout rate after the bottleneck block (0 disables it).
+    max_filters : int or None
+        Cap on the filters of any level (``None``: no cap). A cap lets a deeper U-Net,
+        which sees more context, keep the parameter count of a shallower one.
     """
 
     depth: int = 4
     base_filters: int = 16
     batch_norm: bool = True
     dropout: float = 0.0
+    max_filters: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.depth <= 8:
@@ -58,6 +62,13 @@ class UNetConfig:
             raise ValueError(f"U-Net base_filters must be positive, got {self.base_filters}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"U-Net dropout must be in [0, 1), got {self.dropout}")
+        if self.max_filters is not None and self.max_filters < self.base_filters:
+            raise ValueError(
+                f"U-Net max_filters ({self.max_filters}) must be at least base_filters ({self.base_filters})"
+            )
+        if self.max_filters is not None and self.max_filters >= self.base_filters * 2**self.depth:
+            # A cap no level reaches is no cap: one architecture, one description.
+            object.__setattr__(self, "max_filters", None)
 
     @property
     def size_multiple(self) -> int:
@@ -66,7 +77,8 @@ class UNetConfig:
 
     def filters_at(self, level: int) -> int:
         """Return the number of filters at ``level`` (0 = full resolution)."""
-        return self.base_filters * 2**level
+        filters = self.base_filters * 2**level
+        return filters if self.max_filters is None else min(filters, self.max_filters)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the configuration as a JSON-ready dict."""
@@ -95,11 +107,14 @@ class UNetConfig:
             raise ValueError(f"model {model.name!r} was not built by cellpipe.unet.build_unet")
         depth = sum(1 for name in names if name.startswith("enc") and name.endswith("_pool"))
         dropout = names["bottom_dropout"].rate if "bottom_dropout" in names else 0.0
+        base = names["enc0_conv1"].filters
+        bottom = names["bottom_conv1"].filters
         return cls(
             depth=depth,
-            base_filters=names["enc0_conv1"].filters,
+            base_filters=base,
             batch_norm="enc0_conv1_bn" in names,
             dropout=float(dropout),
+            max_filters=None if bottom == base * 2**depth else bottom,
         )
 
 
