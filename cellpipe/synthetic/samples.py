@@ -1,4 +1,4 @@
-"""Foam- and tissue-like images with exact ground truth, for tests, demos and benchmarks.
+"""One synthetic foam- or tissue-like image with exact ground truth, drawn in memory.
 
 Cells are the Voronoi regions of seeds on a jittered hexagonal lattice; walls are the
 pixels near the Voronoi boundaries. Each sample carries the rendered ``image``, the true
@@ -14,24 +14,23 @@ the same wall mask so they agree pixel for pixel.
 
 Both get optical blur, shot and read noise and uneven illumination. Everything is drawn
 from ``numpy.random.default_rng(seed)``: the same arguments give the same sample.
+
+Where cells and walls lie comes from :mod:`cellpipe.synthetic._geometry`; this module
+paints them. :mod:`cellpipe.synthetic.files` writes samples to disk.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
-from cellpipe.io import write_labels_tiff, write_png
+from cellpipe.synthetic._geometry import Geometry, cell_geometry
 
 Kind = Literal["foam", "tissue"]
 KINDS: tuple[str, ...] = ("foam", "tissue")
-TRUTH_FOLDER = "truth"
-CORRUPT_NAME = "corrupt_truncated.png"
 
 # Per kind: noise (relative std at full brightness), and the fraction of cells with a
 # pore (foam) or a nucleus (tissue).
@@ -171,8 +170,8 @@ def synthetic_cells(
         raise ValueError(f"noise must be >= 0, got {noise}")
 
     rng = np.random.default_rng(seed)
-    geometry = _cell_geometry((height, width), mean_cell_diameter, min_wall, max_wall,
-                              irregularity, kind, rng)
+    geometry = cell_geometry((height, width), mean_cell_diameter, min_wall, max_wall,
+                             irregularity, kind, rng)
     if kind == "foam":
         intensity = _render_foam(geometry, mean_cell_diameter, rng)
     else:
@@ -186,141 +185,7 @@ def synthetic_cells(
     return SyntheticSample(image=image, labels=geometry.labels, edges=edges, kind=kind, seed=seed)
 
 
-@dataclass(frozen=True, eq=False)
-class _Geometry:
-    voronoi: np.ndarray  # int32 seed index of every pixel
-    seeds: np.ndarray  # float32 (n, 2) seed (row, col) in image coordinates
-    depth: np.ndarray  # float32 distance of the pixel centre past the wall edge (<0 in walls)
-    coverage: np.ndarray  # float32 wall coverage in [0, 1], > 0.5 exactly on walls
-    labels: np.ndarray  # int32 ground truth
-
-
-def _cell_geometry(shape, diameter, min_wall, max_wall, irregularity, kind, rng) -> _Geometry:
-    spacing = diameter * np.sqrt(np.pi / (2 * np.sqrt(3)))  # hexagon area = pi d^2 / 4
-    # Seeds beyond this margin cannot be the nearest seed of any image pixel.
-    margin = int(np.ceil(spacing * (0.6 + irregularity))) + 2
-    padded = (shape[0] + 2 * margin, shape[1] + 2 * margin)
-    seeds = _jittered_hex_lattice(padded, spacing, irregularity, rng)
-    n_seeds = len(seeds)
-
-    # Nearest seed of every pixel: the feature transform of the seed pixels.
-    not_seed = np.ones(padded, dtype=bool)
-    not_seed[seeds[:, 0], seeds[:, 1]] = False
-    nearest = ndimage.distance_transform_edt(not_seed, return_distances=False, return_indices=True)
-    nearest = nearest[:, margin:margin + shape[0], margin:margin + shape[1]]
-    seed_index = np.zeros(padded, dtype=np.int32)
-    seed_index[seeds[:, 0], seeds[:, 1]] = np.arange(n_seeds, dtype=np.int32)
-    voronoi = seed_index[nearest[0], nearest[1]]
-    del nearest, not_seed, seed_index
-
-    # Pixels on either side of a Voronoi boundary; their centres are ~0.5 px from it.
-    boundary = np.zeros(shape, dtype=bool)
-    step = voronoi[1:] != voronoi[:-1]
-    boundary[1:] |= step
-    boundary[:-1] |= step
-    step = voronoi[:, 1:] != voronoi[:, :-1]
-    boundary[:, 1:] |= step
-    boundary[:, :-1] |= step
-    del step
-    to_boundary = _distance_to(boundary)
-    to_boundary += 0.5
-
-    half_width = (rng.uniform(min_wall, max_wall, n_seeds).astype(np.float32) / 2)[voronoi]
-    if kind == "foam":
-        half_width += (0.09 * diameter) * _junction_field(voronoi, 0.07 * diameter)
-    depth = to_boundary - half_width  # < 0 inside walls
-    del to_boundary, half_width
-    coverage = np.clip(0.5 - depth, 0.0, 1.0)
-    coverage[boundary] = 1.0
-
-    labels = _label_cells(coverage <= 0.5, min_area=max(4.0, 0.02 * np.pi * diameter**2 / 4))
-    coverage[(labels == 0) & (coverage <= 0.5)] = 1.0  # dropped fragments become wall
-    seeds_in_image = (seeds - margin).astype(np.float32)
-    return _Geometry(voronoi=voronoi, seeds=seeds_in_image, depth=depth, coverage=coverage,
-                     labels=labels)
-
-
-def _distance_to(mask: np.ndarray) -> np.ndarray:
-    """Return each pixel's approximate Euclidean distance to the nearest True pixel.
-
-    An octagonal estimate from the city-block and chessboard distance transforms, 5x
-    faster than the exact transform; within 3 px it errs by less than half a pixel,
-    which only shifts where walls are drawn, never the agreement of image and truth.
-    """
-    if not mask.any():  # a single cell fills the image
-        return np.full(mask.shape, np.float32(sum(mask.shape)), dtype=np.float32)
-    chessboard = ndimage.distance_transform_cdt(~mask, metric="chessboard").astype(np.float32)
-    city_block = ndimage.distance_transform_cdt(~mask, metric="taxicab").astype(np.float32)
-    city_block -= chessboard
-    city_block *= np.float32(np.sqrt(2) - 1)
-    chessboard += city_block
-    return chessboard
-
-
-def _jittered_hex_lattice(shape, spacing, irregularity, rng) -> np.ndarray:
-    """Return distinct integer (row, col) seeds of a rotated, jittered hexagonal lattice.
-
-    Seeds closer than half the spacing draw their jitter again (a few rounds, as in
-    dart throwing), so no sliver cells appear between nearly coincident seeds.
-    """
-    height, width = shape
-    radius = 0.5 * np.hypot(height, width) + spacing
-    row_step = spacing * np.sqrt(3) / 2
-    rows = np.arange(-radius, radius + row_step, row_step)
-    cols = np.arange(-radius, radius + spacing, spacing)
-    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
-    grid_c = grid_c + (np.arange(len(rows))[:, None] % 2) * spacing / 2
-    angle = rng.uniform(0, np.pi / 3)
-    cos, sin = np.cos(angle), np.sin(angle)
-    lattice = np.column_stack([cos * grid_r.ravel() - sin * grid_c.ravel() + height / 2,
-                               sin * grid_r.ravel() + cos * grid_c.ravel() + width / 2])
-    lattice = lattice[(lattice[:, 0] > -spacing) & (lattice[:, 0] < height + spacing)
-                      & (lattice[:, 1] > -spacing) & (lattice[:, 1] < width + spacing)]
-
-    def jitter(count):
-        length = spacing * irregularity * np.sqrt(rng.uniform(0, 1, count))
-        direction = rng.uniform(0, 2 * np.pi, count)
-        return np.column_stack([length * np.sin(direction), length * np.cos(direction)])
-
-    offsets = jitter(len(lattice))
-    for _ in range(8):
-        crowded = cKDTree(lattice + offsets).query_pairs(0.5 * spacing, output_type="ndarray")
-        if not len(crowded):
-            break
-        redraw = np.unique(crowded[:, 1])
-        offsets[redraw] = jitter(len(redraw))
-    points = np.rint(lattice + offsets).astype(np.int64)
-    inside = (points[:, 0] >= 0) & (points[:, 0] < height) & (points[:, 1] >= 0) & (points[:, 1] < width)
-    flat = np.unique(points[inside, 0] * width + points[inside, 1])
-    return np.column_stack([flat // width, flat % width])
-
-
-def _junction_field(voronoi: np.ndarray, sigma: float) -> np.ndarray:
-    """Return a field near 1 at points where three or more cells meet, 0 far from them."""
-    corners = (voronoi[:-1, :-1], voronoi[:-1, 1:], voronoi[1:, :-1], voronoi[1:, 1:])
-    equal_pairs = np.zeros((voronoi.shape[0] - 1, voronoi.shape[1] - 1), dtype=np.int8)
-    for i in range(4):
-        for j in range(i + 1, 4):
-            equal_pairs += corners[i] == corners[j]
-    junctions = np.zeros(voronoi.shape, dtype=np.float32)
-    junctions[:-1, :-1] = equal_pairs <= 1  # at least three distinct cells in a 2x2 block
-    field = ndimage.gaussian_filter(junctions, sigma, truncate=2.5)
-    field *= 2 * np.pi * sigma**2  # one isolated junction peaks at 1
-    return np.minimum(field, 1.0, out=field)
-
-
-def _label_cells(cell_pixels: np.ndarray, min_area: float) -> np.ndarray:
-    """Return 4-connected cells numbered 1..N, fragments below ``min_area`` set to 0."""
-    labels, count = ndimage.label(cell_pixels)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)
-    keep = areas >= min_area
-    keep[0] = False
-    renumber = np.zeros(count + 1, dtype=np.int32)
-    renumber[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return renumber[labels]
-
-
-def _blobs(geometry: _Geometry, present: np.ndarray, radius: np.ndarray, offset: np.ndarray,
+def _blobs(geometry: Geometry, present: np.ndarray, radius: np.ndarray, offset: np.ndarray,
            rng) -> tuple[np.ndarray, np.ndarray]:
     """Return flat indices of pixels near each cell's elliptic blob, and their distance past its rim.
 
@@ -342,7 +207,7 @@ def _blobs(geometry: _Geometry, present: np.ndarray, radius: np.ndarray, offset:
     return index, np.hypot(along, across) - radius[cell]
 
 
-def _render_foam(geometry: _Geometry, diameter: float, rng) -> np.ndarray:
+def _render_foam(geometry: Geometry, diameter: float, rng) -> np.ndarray:
     n_seeds = len(geometry.seeds)
     inside = np.maximum(geometry.depth, 0.0)
     face = rng.uniform(0.22, 0.42, n_seeds).astype(np.float32)[geometry.voronoi]
@@ -363,7 +228,7 @@ def _render_foam(geometry: _Geometry, diameter: float, rng) -> np.ndarray:
     return face
 
 
-def _render_tissue(geometry: _Geometry, diameter: float, rng) -> np.ndarray:
+def _render_tissue(geometry: Geometry, diameter: float, rng) -> np.ndarray:
     n_seeds = len(geometry.seeds)
     inside = np.maximum(geometry.depth, 0.0)
     cytoplasm = rng.uniform(0.55, 0.85, n_seeds).astype(np.float32)[geometry.voronoi]
@@ -442,7 +307,7 @@ def _quantise(intensity: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.rint(intensity).astype(dtype)
 
 
-def _perfect_edges(geometry: _Geometry, sigma: float) -> np.ndarray:
+def _perfect_edges(geometry: Geometry, sigma: float) -> np.ndarray:
     """Return 1 on walls and, in cells, a Gaussian fall-off from 0.5 at the wall edge."""
     edges = np.maximum(geometry.depth, 0.0)
     edges += 0.5  # pixel centre to wall edge
@@ -460,76 +325,3 @@ def _validate_shape(shape) -> tuple[int, int]:
     if len(shape) != 2 or not all(isinstance(s, (int, np.integer)) and s >= 8 for s in shape):
         raise ValueError(f"shape must be (height, width) with both at least 8 pixels, got {shape}")
     return int(shape[0]), int(shape[1])
-
-
-def truth_path(image_path: str | Path) -> Path:
-    """Return where :func:`write_samples` puts the label TIFF of ``image_path``."""
-    image_path = Path(image_path)
-    return image_path.parent / TRUTH_FOLDER / f"{image_path.stem}.tif"
-
-
-def write_samples(
-    folder: str | Path,
-    n: int,
-    *,
-    kinds: Iterable[str] = KINDS,
-    size: tuple[int, int] | int = (512, 512),
-    seed: int = 0,
-    corrupt: bool = False,
-    **options,
-) -> list[Path]:
-    """Write ``n`` synthetic images as PNGs and their labels as TIFFs; return the PNG paths.
-
-    Images are named ``{kind}_{i:03d}.png`` and cycle through ``kinds``; image ``i`` uses
-    seed ``seed + i``. Ground truth goes to ``truth/{kind}_{i:03d}.tif`` (uint32 labels,
-    see :func:`truth_path`).
-
-    Parameters
-    ----------
-    folder : str or Path
-        Output folder, created when missing. Existing files of the same names are replaced.
-    n : int
-        Number of images (>= 0).
-    kinds : iterable of {"foam", "tissue"}
-        Kinds to cycle through.
-    size : (int, int) or int
-        Height and width of each image.
-    seed : int
-        Seed of the first image.
-    corrupt : bool
-        Also write :data:`CORRUPT_NAME` (``corrupt_truncated.png``), a PNG cut in half, to show how the pipeline
-        reports unreadable files. It is last in the returned list and has no truth file.
-    **options
-        Passed on to :func:`synthetic_cells` (``mean_cell_diameter``, ``dtype``, ...).
-
-    Returns
-    -------
-    list of Path
-        The image files written, in order.
-    """
-    kinds = tuple(kinds)
-    if not kinds or any(kind not in KINDS for kind in kinds):
-        raise ValueError(f"kinds must be a non-empty selection of {KINDS}, got {kinds}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in range(n):
-        kind = kinds[i % len(kinds)]
-        sample = synthetic_cells(size, kind=kind, seed=seed + i, **options)
-        image_path = folder / f"{kind}_{i:03d}.png"
-        write_png(image_path, sample.image)
-        write_labels_tiff(truth_path(image_path), sample.labels)
-        written.append(image_path)
-    if corrupt:
-        written.append(_write_truncated_png(folder / CORRUPT_NAME, size, seed))
-    return written
-
-
-def _write_truncated_png(path: Path, size, seed: int) -> Path:
-    sample = synthetic_cells(size, kind="foam", seed=seed)
-    write_png(path, sample.image)
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    return path
