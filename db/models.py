@@ -61,7 +61,8 @@ NAMING_CONVENTION = {
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 IMAGE_STATUSES = ("registered", "segmented", "failed")
-RUN_STATUSES = ("running", "succeeded", "failed")
+#: "interrupted": the run's process died before it finished (see ``mark_interrupted_runs``).
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
 #: Per-cell statistics: ``cellpipe.measure.regionprops_table`` name → SQL column.
 CELL_STATISTICS: dict[str, str] = {
@@ -134,7 +135,7 @@ class Image(Base):
 
 
 class Run(Base):
-    """One batch invocation: when, on which host, with which code and parameters."""
+    """One batch invocation: when, on which host and process, with which code and parameters."""
 
     __tablename__ = "runs"
 
@@ -146,6 +147,7 @@ class Run(Base):
     batch_date: Mapped[dt.date | None] = mapped_column(Date, index=True)
     code_version: Mapped[str] = mapped_column(String(64))
     host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer, comment="process id of the run on its host")
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status: Mapped[str] = mapped_column(String(16), default="running", server_default="running")
     images_seen: Mapped[int | None] = mapped_column(Integer)

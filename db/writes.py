@@ -13,6 +13,11 @@ Writes are idempotent and safe to run from several processes at once:
   SQLite write lock does the same), then replaces that segmentation's cells, all in
   one transaction: a concurrent writer of the same key waits and then replaces, so
   each key ends up stored exactly once.
+
+A run records its host and process id, so that a run whose process was killed
+(SIGKILL, a reboot) before :func:`finish_run` does not stay "running" forever: the
+next :func:`start_run` on that host marks it "interrupted"
+(:func:`mark_interrupted_runs`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import socket
 from typing import Any, Mapping
 
-from sqlalchemy import DateTime, bindparam, exists, func, select, text, update
+from sqlalchemy import Connection, DateTime, bindparam, exists, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cellpipe import __version__
@@ -153,8 +159,14 @@ def start_run(
     code_version: str | None = None,
     host: str | None = None,
 ) -> int:
-    """Return the id of a new run, started now (code version and host default to this one)."""
+    """Return the id of a new run of this process, started now.
+
+    The code version and host default to this one's; the run records this process's
+    id. Runs of this host whose process is gone are first marked "interrupted" (see
+    :func:`mark_interrupted_runs`), in the same transaction.
+    """
     with write_transaction(bind) as connection:
+        _mark_interrupted_runs(connection)
         return connection.execute(
             dialect_insert(connection, Run)
             .values(
@@ -163,10 +175,56 @@ def start_run(
                 parameters=canonical(dict(parameters or {})),
                 code_version=code_version or __version__,
                 host=host or socket.gethostname(),
+                pid=os.getpid(),
                 status="running",
             )
             .returning(Run.id)
         ).scalar_one()
+
+
+def mark_interrupted_runs(bind: Bind) -> int:
+    """Return how many "running" runs of this host were marked "interrupted", finished now.
+
+    A run is interrupted when its process no longer exists: it was killed, or the host
+    rebooted, before :func:`finish_run`. Only runs of this host (``socket.gethostname()``)
+    with a recorded process id are checked: another host's processes cannot be seen
+    from here, and runs stored before schema revision 0003 have no process id. A
+    process of another user counts as alive. :func:`start_run` calls this first.
+    """
+    with write_transaction(bind) as connection:
+        return _mark_interrupted_runs(connection)
+
+
+def _mark_interrupted_runs(connection: Connection) -> int:
+    candidates = connection.execute(
+        select(Run.id, Run.pid).where(
+            Run.status == "running", Run.host == socket.gethostname(), Run.pid.is_not(None)
+        )
+    ).all()
+    gone = [run_id for run_id, pid in candidates if not _process_exists(pid)]
+    if not gone:
+        return 0
+    # status is checked again: a concurrent start_run may have marked some already.
+    return connection.execute(
+        update(Run)
+        .where(Run.id.in_(gone), Run.status == "running")
+        .values(status="interrupted", finished_at=utc_now())
+    ).rowcount
+
+
+def _process_exists(pid: int) -> bool:
+    # Signal 0 checks for the process without signalling it. Elsewhere than POSIX,
+    # os.kill(pid, 0) would send Ctrl-C, and pids <= 0 name process groups: there the
+    # answer is "cannot tell", which leaves the run alone.
+    if os.name != "posix" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
 
 
 def finish_run(
