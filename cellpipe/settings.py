@@ -39,6 +39,11 @@ def default_db_url() -> str:
     return f"sqlite:///{default_data_dir() / 'cellpipe.sqlite'}"
 
 
+def default_cache_dir() -> Path:
+    """Return the per-user cache directory (files that cellpipe can rebuild, e.g. blob content hashes)."""
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 @dataclass(frozen=True)
 class Settings:
     """cellpipe's configuration.
@@ -68,6 +73,10 @@ class Settings:
     storage_retries : int
         Retries of one Azure Blob Storage request (azure-core's exponential retry
         policy: about 3, 5, 9, 17, 33 s apart) before the error reaches the batch.
+    cache_dir : str
+        Folder of files cellpipe can rebuild at any time: the content hashes of listed
+        blobs (``blob-hashes.sqlite``), so that a blob is downloaded to hash it only once
+        per version. Default: the user's cache directory. Deleting it only costs downloads.
     """
 
     db_url: str = ""
@@ -78,10 +87,13 @@ class Settings:
     edge_threshold: float = SegmentParams.threshold
     min_area: int = SegmentParams.min_area
     storage_retries: int = 5
+    cache_dir: str = ""
 
     def __post_init__(self) -> None:
         if not self.db_url:
             object.__setattr__(self, "db_url", default_db_url())
+        if not self.cache_dir:
+            object.__setattr__(self, "cache_dir", str(default_cache_dir()))
 
     @classmethod
     def load(

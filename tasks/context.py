@@ -338,7 +338,7 @@ class BatchContext:
         """Return the images of a batch, listed once per context."""
         key = (input, batch_date, dated)
         if key not in self._listings:
-            self._listings[key] = list_batch(input, batch_date, dated=dated)
+            self._listings[key] = list_batch(input, batch_date, dated=dated, cache_dir=self.settings.cache_dir)
         return self._listings[key]
 
     def write_results(self, batch_date: dt.date, files: Mapping[str, bytes]) -> str:

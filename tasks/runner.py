@@ -165,7 +165,8 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     settings = request.settings
     emit = on_event or (lambda event: None)
     params = pipeline_params(settings)
-    listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated)
+    listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated,
+                                                             cache_dir=settings.cache_dir)
                 for date, dated in request.batches}
     refs = list({ref.content_hash: ref for listing in reversed(listings.values()) for ref in listing.images}.values())
     refs.sort(key=lambda ref: (ref.batch_date, ref.name))

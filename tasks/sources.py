@@ -11,6 +11,8 @@ suffixes, no hidden names), a dated batch is ``PREFIX/YYYY-MM-DD/``, and each bl
 downloaded (Content-MD5 verified) and hashed when listed, so that its content hash,
 not its name, is its identity. Its URI, ``az://CONTAINER/NAME``, is what the database
 records as the image's source; :func:`read_source` downloads it again to process it.
+A blob is downloaded to be hashed only once per version (URL and etag): its hash is
+kept in the :mod:`cellpipe.tasks.hash_cache` file of the ``cache_dir`` setting.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from cellpipe.azure import BlobInfo, BlobStore
+    from cellpipe.tasks.hash_cache import BlobHashCache
 
 #: File names (lower-cased suffixes) the batch picks up; the format is then recognised
 #: from the content by :func:`cellpipe.io.read_image`, never from the name.
@@ -100,7 +103,8 @@ def is_blob_uri(location: str) -> bool:
     return str(location).startswith("az://")
 
 
-def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
+def list_batch(input: str, batch_date: dt.date, *, dated: bool,
+               cache_dir: str | os.PathLike[str] | None = None) -> Listing:
     """Return the images of the batch of ``batch_date`` under ``input``.
 
     Parameters
@@ -114,13 +118,18 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
         True: only ``INPUT/YYYY-MM-DD/`` (a missing folder is an empty batch: a night
         without images). False: everything under ``INPUT/``; files in a dated
         sub-folder keep that folder's date.
+    cache_dir : str or os.PathLike, optional
+        Folder of the blob hash cache (``az://`` inputs only). Default: the ``cache_dir``
+        setting of :meth:`cellpipe.settings.Settings.load`.
 
     Notes
     -----
     Folders are walked recursively. Names starting with ``.`` or ``~`` are skipped,
     files and folders alike: copy images in under such a temporary name and rename
     them when complete, so that a half-copied file is never listed. Blobs are listed
-    by prefix, with the same rules; blob uploads are atomic anyway.
+    by prefix, with the same rules; blob uploads are atomic anyway. A blob whose URL
+    and etag are in the hash cache is not downloaded; a cache file that cannot be
+    used is warned about and ignored.
 
     Raises
     ------
@@ -133,7 +142,7 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool) -> Listing:
     if not input:
         raise SourceError("no input: give --input FOLDER or set input in the [cellpipe] section of luigi.cfg")
     if is_blob_uri(input):
-        return _list_blobs(input, batch_date, dated)
+        return _list_blobs(input, batch_date, dated, cache_dir)
     root = Path(input).expanduser()
     if not root.is_dir():
         raise SourceError(f"input folder {root} does not exist or is not a folder")
@@ -200,10 +209,11 @@ def storage_errors(doing: str) -> Iterator[None]:
         raise SourceError(f"{doing}: {error}") from None
 
 
-def _list_blobs(input: str, batch_date: dt.date, dated: bool) -> Listing:
+def _list_blobs(input: str, batch_date: dt.date, dated: bool, cache_dir: str | os.PathLike[str] | None) -> Listing:
     from cellpipe.azure import open_store, parse_blob_url
-    from cellpipe.settings import azure_environ
+    from cellpipe.settings import Settings, azure_environ
     from cellpipe.tasks.blob_target import blob_store, start_options
+    from cellpipe.tasks.hash_cache import BlobHashCache
 
     with storage_errors(f"cannot list {input}"):
         location = parse_blob_url(input)
@@ -212,11 +222,9 @@ def _list_blobs(input: str, batch_date: dt.date, dated: bool) -> Listing:
             blobs = [blob for blob in lister.list_images(date=batch_date if dated else None)
                      if _is_image_name(blob.name[len(location.prefix):])]
         store = blob_store(location)
-        pool = ThreadPoolExecutor(HASH_THREADS)
-        try:
-            hashed = list(pool.map(lambda blob: _hash_blob(store, blob), blobs))
-        finally:
-            pool.shutdown(cancel_futures=True)  # a store gone down: do not try the remaining blobs
+        folder = Settings.load().cache_dir if cache_dir is None else cache_dir
+        with BlobHashCache.in_folder(folder) as cache:
+            hashed = _hash_blobs(store, blobs, cache)
     images: dict[str, ImageRef] = {}
     duplicates, unreadable = [], []
     for blob, (content_hash, reason) in zip(blobs, hashed):
@@ -233,6 +241,32 @@ def _list_blobs(input: str, batch_date: dt.date, dated: bool) -> Listing:
         else:
             images[content_hash] = ref
     return Listing(tuple(images.values()), tuple(duplicates), tuple(unreadable))
+
+
+def _hash_blobs(store: BlobStore, blobs: list[BlobInfo], cache: BlobHashCache) -> list[tuple[str | None, str]]:
+    """Return :func:`_hash_blob`'s answer for each blob, downloading only the versions ``cache`` does not know."""
+    from cellpipe.tasks.hash_cache import CachedHash
+
+    # The account is part of the URL: the same container and name in two accounts are two blobs.
+    versions = [(f"{store.auth.account_url.rstrip('/')}/{blob.container}/{blob.name}", blob.etag) for blob in blobs]
+    known = cache.get_many(versions)
+    hashed: list[tuple[str | None, str] | None] = [
+        (known[version].sha256, "") if version in known and known[version].size_bytes == blob.size else None
+        for version, blob in zip(versions, blobs)]
+    missing = [index for index, answer in enumerate(hashed) if answer is None]
+    # A blob rewritten between listing and download is cached with its new bytes under its
+    # old etag: harmless, as that etag is never listed again.
+    learned: dict[tuple[str, str], CachedHash] = {}
+    pool = ThreadPoolExecutor(HASH_THREADS)
+    try:
+        for index, (content_hash, reason) in zip(missing, pool.map(lambda i: _hash_blob(store, blobs[i]), missing)):
+            hashed[index] = (content_hash, reason)
+            if content_hash is not None:  # unreadable and deleted blobs are asked again next time
+                learned[versions[index]] = CachedHash(content_hash, blobs[index].size)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a store gone down: do not try the remaining blobs
+        cache.put_many(learned)  # hashed before an outage: not downloaded again by the rerun
+    return hashed  # type: ignore[return-value]  # every None was replaced
 
 
 def _hash_blob(store: BlobStore, blob: BlobInfo) -> tuple[str | None, str]:
