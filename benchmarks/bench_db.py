@@ -9,7 +9,7 @@ PostgreSQL database with a random name that is dropped afterwards.
 
 Usage::
 
-    python benchmarks/bench_db.py                           # 1 and 100 images, both backends
+    python benchmarks/bench_db.py                           # 1 and 100 images (median of 5), both backends
     python benchmarks/bench_db.py --images 1 100 10000      # the full set (minutes)
     python benchmarks/bench_db.py --backend sqlite --cells 5000
 """
@@ -141,6 +141,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, nargs="+", default=[1, 100], help="image counts to run")
     parser.add_argument("--cells", type=int, default=1_000, help="cells per image")
     parser.add_argument("--postgres-url", default=POSTGRES_ADMIN_URL, help="server used to create databases")
+    parser.add_argument(
+        "--repeats", type=int, default=5,
+        help="fresh databases per count of 100 images or fewer; the median run is printed (one 1,000-cell "
+        "image takes milliseconds, so a single run is mostly noise)",
+    )
     args = parser.parse_args()
 
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -149,18 +154,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cellpipe-bench-") as folder:
         for backend in backends:
             for n_images in args.images:
-                if backend == "sqlite":
-                    url, cleanup = sqlite_database(Path(folder), n_images)
-                else:
-                    url, cleanup = postgresql_database(args.postgres_url)
-                try:
-                    seconds, cpu = store_images(url, n_images, args.cells)
-                finally:
-                    cleanup()
+                runs = []
+                for _ in range(args.repeats if n_images <= 100 else 1):
+                    if backend == "sqlite":
+                        url, cleanup = sqlite_database(Path(folder), n_images)
+                    else:
+                        url, cleanup = postgresql_database(args.postgres_url)
+                    try:
+                        runs.append(store_images(url, n_images, args.cells))
+                    finally:
+                        cleanup()
+                seconds, cpu = sorted(runs)[len(runs) // 2]
                 total = n_images * args.cells
                 print(
-                    f"{backend:<11} {n_images:>7} {total:>11,} {seconds:>9.2f} {total / seconds:>11,.0f} "
-                    f"{cpu:>8.2f} {total / max(cpu, 1e-9):>12,.0f}",
+                    f"{backend:<11} {n_images:>7} {total:>11,} {seconds:>9.3f} {total / seconds:>11,.0f} "
+                    f"{cpu:>8.2f} {total / max(cpu, 1e-9):>12,.0f}"
+                    + (f"  (median of {len(runs)} fresh databases)" if len(runs) > 1 else ""),
                     flush=True,
                 )
 

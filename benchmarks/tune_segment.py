@@ -6,7 +6,10 @@ mean foreground-restricted V_rand and prints the best ten with their split/merge
 V_info and F1@0.5. Held-out slices (``--check-ids``, default 20–24) are scored only
 for the winner and the current defaults, after the choice, so nothing is chosen on them.
 
-    .venv/bin/python benchmarks/tune_segment.py [--model M.keras] [--tune-ids 0-19]
+    .venv/bin/python benchmarks/tune_segment.py [--model M.keras] [--tune-ids 0-19] [--record]
+
+``--record`` writes the held-out scores of the current defaults into the model's card
+(``metrics.held_out_segmentation``), so the card says what users of the model get.
 
 This is how the defaults of :class:`cellpipe.segment.SegmentParams` were chosen for the
 shipped model. Never run by the tests.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +35,7 @@ import baselines  # noqa: E402
 from cellpipe.metrics import evaluate_dataset, evaluate_pair  # noqa: E402
 from cellpipe.pipeline import CellSegmenter  # noqa: E402
 from cellpipe.segment import SegmentParams, segment_edges  # noqa: E402
+from cellpipe.unet import card_path  # noqa: E402
 from cellpipe.unet.data import parse_ids  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="model to tune for (default: the shipped one)")
     parser.add_argument("--tune-ids", default="0-19", help="slices the choice is made on")
     parser.add_argument("--check-ids", default="20-24", help="held-out slices scored after the choice")
+    parser.add_argument("--record", action="store_true", help="write the defaults' held-out scores into the card")
     args = parser.parse_args(argv)
     if not (args.data / "train").is_dir():
         parser.error(f"{args.data}/train not found: this script needs the shared ISBI 2012 data")
@@ -90,7 +96,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_truths = [s.truth for s in check]
     print(f"held-out slices {args.check_ids}:")
     print("  best     " + describe(ranked[0][1], scores(check_maps, check_truths, ranked[0][1])))
-    print("  defaults " + describe(SegmentParams(), scores(check_maps, check_truths, SegmentParams())))
+    defaults = scores(check_maps, check_truths, SegmentParams())
+    print("  defaults " + describe(SegmentParams(), defaults))
+    if args.record:
+        record(segmenter.model_path, args.check_ids, defaults)
+
+
+def record(model_path: Path, check_ids: str, values: dict[str, float]) -> None:
+    """Write the held-out scores of the default post-processing into the card of ``model_path``."""
+    path = card_path(model_path)
+    card = json.loads(path.read_text())
+    card.setdefault("metrics", {})["held_out_segmentation"] = {
+        "slices": check_ids,
+        "segment_params": dataclasses.asdict(SegmentParams()),
+        **{key: round(float(values[key]), 4) for key in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "f1")},
+        "measured_by": "benchmarks/tune_segment.py --record",
+    }
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(scratch, path)
+    print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

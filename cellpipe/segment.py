@@ -276,10 +276,10 @@ class SegmentParams:
     Attributes
     ----------
     threshold : float
-        Edge probability at or above which a pixel is a cell wall. Default 0.2: a
+        Edge probability at or above which a pixel is a cell wall. Default 0.1: a
         low threshold keeps faint walls closed, so cells do not merge through gaps
-        (tuned with the shipped model on ISBI 2012 slices 0–19; see
-        ``benchmarks/bench_accuracy.py``).
+        (the three defaults were tuned together for the shipped model on ISBI 2012
+        slices 0–19 with ``benchmarks/tune_segment.py``).
     marker_h : float
         ``h`` of :func:`cell_markers`: how far, in pixels, a distance peak must rise
         above its saddle to seed a cell of its own. Default 32.0: a closed interior is
@@ -288,7 +288,7 @@ class SegmentParams:
         distance peaks; small values over-segment such cells.
     min_area : int
         Cells with fewer pixels are dropped: their pixels become 0 (wall/background),
-        they are not given to a neighbour. Default 32.
+        they are not given to a neighbour. Default 16.
     connectivity : int
         1 (4 neighbours, default) or 2 (8 neighbours), for cell interiors and the flood.
     label_walls : bool
@@ -297,9 +297,9 @@ class SegmentParams:
         between the cells on either side, so cells tile the image.
     """
 
-    threshold: float = 0.2
+    threshold: float = 0.1
     marker_h: float = 32.0
-    min_area: int = 32
+    min_area: int = 16
     connectivity: int = 1
     label_walls: bool = False
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import typer
 from rich.console import Console
@@ -16,10 +16,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cellpipe.cli import app, model_app  # noqa: F401
 
+if TYPE_CHECKING:
+    from cellpipe.unet.train import TrainConfig
+
 console = Console(stderr=True)
 
 
 def train_command(
+    context: typer.Context,
     data_dir: Path = typer.Argument(..., help="Training data: train/image + train/label (or image + label)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to save the best model (.keras; card written next to it)."),
     val: Optional[Path] = typer.Option(None, "--val", help="Separate validation data in the same layout."),
@@ -51,36 +55,9 @@ def train_command(
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips, rotations, warps, intensity."),
 ) -> None:
     """Train a U-Net edge model on image/label pairs (label 0 = cell wall)."""
-    from cellpipe.unet import UNetConfig
-    from cellpipe.unet.data import Augmentation
-    from cellpipe.unet.train import TrainConfig, train
+    from cellpipe.unet.train import train
 
-    config = TrainConfig(
-        data_dir=data_dir,
-        out=out,
-        val_dir=val,
-        val_ids=val_ids,
-        val_fraction=val_fraction,
-        train_ids=train_ids,
-        architecture=UNetConfig(
-            depth=depth, base_filters=base_filters, batch_norm=batch_norm, dropout=dropout, max_filters=max_filters
-        ),
-        init_from=init_from,
-        freeze_encoder=freeze_encoder,
-        epochs=epochs,
-        steps=steps,
-        batch_size=batch_size,
-        crop=crop,
-        learning_rate=lr,
-        dice_weight=dice_weight,
-        patience=patience,
-        max_minutes=max_minutes,
-        seed=seed,
-        deterministic=deterministic,
-        invert=invert,
-        augmentation=Augmentation() if augment else Augmentation.none(),
-        command=_command_line(),
-    )
+    config = train_config(context.params, _command_line())
     columns = (
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -115,6 +92,27 @@ def train_command(
 model_app.command("train")(train_command)
 
 _PROGRAM = "cellpipe model train"
+
+
+def train_config(options: Mapping[str, Any], command: str) -> "TrainConfig":
+    """Return the training configuration that parsed ``cellpipe model train`` options ask for.
+
+    ``options`` maps each option's parameter name to its value (a Typer context's
+    ``params``). The nightly ``RetrainModel`` task parses its stored options with the
+    same command and builds its configuration here too, so the two cannot drift apart.
+    """
+    import dataclasses
+
+    from cellpipe.unet import UNetConfig
+    from cellpipe.unet.data import Augmentation
+    from cellpipe.unet.train import TrainConfig
+
+    options = dict(options)
+    architecture = UNetConfig(**{f.name: options.pop(f.name) for f in dataclasses.fields(UNetConfig)})
+    augmentation = Augmentation() if options.pop("augment") else Augmentation.none()
+    renamed = {"val": "val_dir", "lr": "learning_rate"}
+    return TrainConfig(**{renamed.get(key, key): value for key, value in options.items()},
+                       architecture=architecture, augmentation=augmentation, command=command)
 
 
 def _command_line() -> str:

@@ -262,10 +262,7 @@ def training_config(data_dir: Path, out: Path, train_args: Sequence[str]):
     """
     import typer
 
-    from cellpipe.cli.commands_model import train_command
-    from cellpipe.unet import UNetConfig
-    from cellpipe.unet.data import Augmentation
-    from cellpipe.unet.train import TrainConfig
+    from cellpipe.cli.commands_model import train_command, train_config
 
     args = [str(data_dir), "--out", str(out), *map(str, train_args)]
     parser = typer.Typer()
@@ -276,12 +273,7 @@ def training_config(data_dir: Path, out: Path, train_args: Sequence[str]):
     except (typer.TyperException, typer.Exit) as error:  # a usage error, or --help
         message = error.format_message() if hasattr(error, "format_message") else "not an option to schedule"
         raise ValueError(f"training options {shlex.join(map(str, train_args))}: {message}") from error
-    architecture = UNetConfig(**{key: options.pop(key) for key in ("depth", "base_filters", "batch_norm", "dropout")})
-    augmentation = Augmentation() if options.pop("augment") else Augmentation.none()
-    renamed = {"val": "val_dir", "lr": "learning_rate"}
-    return TrainConfig(**{renamed.get(key, key): value for key, value in options.items()},
-                       architecture=architecture, augmentation=augmentation,
-                       command=f"{TRAIN_PROGRAM} {shlex.join(args)}")
+    return train_config(options, f"{TRAIN_PROGRAM} {shlex.join(args)}")
 
 
 def registered_model(name: str, version: str):

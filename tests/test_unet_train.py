@@ -145,13 +145,15 @@ def test_the_command_line_trains_and_records_its_command(cells_dir, tmp_path, mo
 
     out = tmp_path / "cli.keras"
     args = ["model", "train", str(cells_dir), "--out", str(out), "--val-ids", "5", "--depth", "2",
-            "--base-filters", "4", "--epochs", "1", "--steps", "2", "--batch-size", "2", "--crop", "32",
-            "--no-deterministic"]
+            "--base-filters", "4", "--max-filters", "8", "--epochs", "1", "--steps", "2", "--batch-size", "2",
+            "--crop", "32", "--no-deterministic"]
     monkeypatch.setattr(sys, "argv", ["cellpipe", *args])
     result = CliRunner().invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     card = json.loads(card_path(out).read_text())
     assert card["training"]["command"].startswith(f"cellpipe model train {cells_dir} --out {out}")
+    assert card["architecture"] == {"depth": 2, "base_filters": 4, "batch_norm": True, "dropout": 0.0, "max_filters": 8}
+    assert UNetConfig.of_model(load_model(out)[0]).max_filters == 8
 
 
 def test_the_command_line_reports_missing_data_without_a_traceback(tmp_path):
