@@ -27,6 +27,9 @@ from cellpipe.segment import SegmentParams, segment_edges
 
 #: Accepted values of :attr:`PipelineParams.invert`.
 INVERT_CHOICES = ("auto", "true", "false")
+#: Accepted values of :attr:`PipelineParams.views` (``cellpipe.unet.infer.VIEW_COUNTS``,
+#: repeated here so that parameters can be checked without importing TensorFlow).
+VIEW_COUNTS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class PipelineParams:
         :func:`cellpipe.preprocess.guess_invert`. Default ``"auto"``.
     segment : SegmentParams
         Binarisation, markers, minimum cell area (see :func:`cellpipe.segment.segment_edges`).
+    views : {1, 2, 4, 8}
+        Test-time augmentation: edge maps of this many mirrored/rotated views of the
+        image are averaged (see :func:`cellpipe.unet.predict_edges`). Each view costs
+        one prediction. Default 1.
     tile, overlap, batch_size : int
         Tiled inference (see :func:`cellpipe.unet.predict_edges`). They change speed and
         memory, not results beyond float rounding, so they are not part of
@@ -50,6 +57,7 @@ class PipelineParams:
 
     invert: str = "auto"
     segment: SegmentParams = field(default_factory=SegmentParams)
+    views: int = 1
     tile: int = 512
     overlap: int = 32
     batch_size: int = 2
@@ -59,10 +67,12 @@ class PipelineParams:
         if invert not in INVERT_CHOICES:
             raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {self.invert!r}")
         object.__setattr__(self, "invert", invert)
+        if self.views not in VIEW_COUNTS:
+            raise ValueError(f"views must be one of {VIEW_COUNTS}, got {self.views!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Return the parameters that decide the result (JSON-serialisable)."""
-        return {"invert": self.invert, "segment": self.segment.as_dict()}
+        return {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
 
 
 @dataclass
@@ -159,6 +169,7 @@ class CellSegmenter:
             tile=self.params.tile,
             overlap=self.params.overlap,
             batch_size=self.params.batch_size,
+            views=self.params.views,
         )
         np.clip(edge_probability, 0.0, 1.0, out=edge_probability)
         timings["predict"] = _lap(started)

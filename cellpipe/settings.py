@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from cellpipe.pipeline import PipelineParams
 from cellpipe.segment import SegmentParams
 
 APP_NAME = "cellpipe"
@@ -70,6 +71,10 @@ class Settings:
     min_area : int
         Cells smaller than this many pixels are dropped.
         Default: :class:`cellpipe.segment.SegmentParams`' ``min_area``.
+    views : int
+        1, 2, 4 or 8 mirrored/rotated views of each image whose edge maps are averaged
+        (test-time augmentation; each view costs one prediction).
+        Default: :class:`cellpipe.pipeline.PipelineParams`' ``views``.
     storage_retries : int
         Retries of one Azure Blob Storage request (azure-core's exponential retry
         policy: about 3, 5, 9, 17, 33 s apart) before the error reaches the batch.
@@ -86,6 +91,7 @@ class Settings:
     invert: str = "auto"
     edge_threshold: float = SegmentParams.threshold
     min_area: int = SegmentParams.min_area
+    views: int = PipelineParams.views
     storage_retries: int = 5
     cache_dir: str = ""
 
@@ -116,6 +122,14 @@ class Settings:
                 values[field.name] = environ[env_name]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls(**_coerce(values))
+
+    def pipeline_params(self) -> PipelineParams:
+        """Return the segmentation parameters these settings ask for."""
+        return PipelineParams(
+            invert=self.invert,
+            views=self.views,
+            segment=SegmentParams(threshold=self.edge_threshold, min_area=self.min_area),
+        )
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied (``None`` values ignored)."""

@@ -43,6 +43,9 @@ def run_command(
         "scheduler (1 worker) or a private luigid on a loopback port (several)."),
     edge_threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
     min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+    views: Optional[int] = typer.Option(
+        None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
+    ),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
 ) -> None:
@@ -57,7 +60,7 @@ def run_command(
     console = Console(stderr=True)
     try:
         settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
-                                  "edge_threshold": edge_threshold, "min_area": min_area})
+                                  "edge_threshold": edge_threshold, "min_area": min_area, "views": views})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,

@@ -26,21 +26,25 @@ def segment(
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (outlines and centroids)."),
     threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
     min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+    views: Optional[int] = typer.Option(
+        None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
+    ),
 ) -> None:
     """Segment images and write, per image, labels (uint32 TIFF, 0 = wall) and a per-cell CSV."""
     from cellpipe.io import ImageReadError, read_image
-    from cellpipe.pipeline import CellSegmenter, PipelineParams
+    from cellpipe.pipeline import CellSegmenter
     from cellpipe.results import result_files, write_results
-    from cellpipe.segment import SegmentParams
     from cellpipe.settings import Settings
 
     console = Console(stderr=True)
-    settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
-                              "min_area": min_area})
-    params = PipelineParams(
-        invert="auto" if invert is None else str(invert).lower(),
-        segment=SegmentParams(threshold=settings.edge_threshold, min_area=settings.min_area),
-    )
+    try:
+        settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
+                                  "min_area": min_area, "views": views,
+                                  "invert": None if invert is None else str(invert).lower()})
+        params = settings.pipeline_params()
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2)
     images = sorted(_image_files(sources))
     if not images:
         console.print("[red]no image files found[/red] in " + ", ".join(map(str, sources)))

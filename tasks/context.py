@@ -109,15 +109,10 @@ def batch_model(settings: Settings, engine) -> ModelInfo:
     return resolve_model(settings.model)
 
 
-def pipeline_params(settings: Settings) -> PipelineParams:
-    """Return the segmentation parameters that ``settings`` ask for."""
-    return PipelineParams(invert=settings.invert,
-                          segment=SegmentParams(threshold=settings.edge_threshold, min_area=settings.min_area))
-
-
 def params_from_dict(parameters: Mapping[str, Any]) -> PipelineParams:
     """Return the :class:`PipelineParams` whose ``as_dict()`` is ``parameters``."""
-    return PipelineParams(invert=parameters["invert"], segment=SegmentParams(**dict(parameters["segment"])))
+    return PipelineParams(invert=parameters["invert"], segment=SegmentParams(**dict(parameters["segment"])),
+                          views=parameters.get("views", 1))  # no "views": written before views existed
 
 
 def database_identity(url: str) -> str:
@@ -258,7 +253,7 @@ class BatchContext:
         self._engine = None
         self._model: ModelInfo | None = None
         self._model_ids: dict[str, int] = {}
-        self.params = pipeline_params(settings)
+        self.params = settings.pipeline_params()
         self.output = output_location(settings)
         if is_blob_uri(settings.input) or is_blob_uri(self.output):
             from cellpipe.tasks.blob_target import use_settings

@@ -38,7 +38,6 @@ from cellpipe.tasks.context import (
     database_identity,
     model_loads,
     output_location,
-    pipeline_params,
 )
 from cellpipe.tasks.report import BatchReport, ImageLine, WorkerResult
 from cellpipe.tasks.retry import retrying
@@ -164,7 +163,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     started = time.perf_counter()
     settings = request.settings
     emit = on_event or (lambda event: None)
-    params = pipeline_params(settings)
+    params = settings.pipeline_params()
     listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated,
                                                              cache_dir=settings.cache_dir)
                 for date, dated in request.batches}

@@ -121,3 +121,29 @@ def test_a_tile_that_the_network_cannot_divide_is_rejected(tiny_model):
 def test_an_overlap_of_half_a_tile_or_more_is_rejected(tiny_model):
     with pytest.raises(ValueError, match="overlap"):
         predict_edges(tiny_model, gray(100, 100), tile=64, overlap=32)
+
+
+def test_two_views_average_the_image_and_its_mirror_image(tiny_model):
+    image = gray(64, 96, seed=4)
+    predictor = EdgePredictor(tiny_model)
+    expected = (predictor(image, tile=64, overlap=16) + predictor(image[:, ::-1], tile=64, overlap=16)[:, ::-1]) / 2
+    np.testing.assert_allclose(predictor(image, tile=64, overlap=16, views=2), expected, atol=1e-6)
+
+
+def test_eight_views_make_the_prediction_follow_rotations_and_mirrors_of_the_image(tiny_model):
+    # Averaged over the whole dihedral group, the prediction of a turned image is the
+    # turned prediction, which one view of an untrained network is far from.
+    image = gray(64, 64, seed=5)
+    predictor = EdgePredictor(tiny_model)
+    for views, close in ((8, True), (1, False)):
+        turned = predictor(np.rot90(image).copy(), tile=64, overlap=16, views=views)
+        mirrored = predictor(image[::-1].copy(), tile=64, overlap=16, views=views)
+        plain = predictor(image, tile=64, overlap=16, views=views)
+        agree = np.allclose(turned, np.rot90(plain), atol=1e-5) and np.allclose(mirrored, plain[::-1], atol=1e-5)
+        assert agree == close
+
+
+@pytest.mark.parametrize("views", [0, 3, 16])
+def test_a_number_of_views_outside_1_2_4_8_is_rejected(tiny_model, views):
+    with pytest.raises(ValueError, match="views must be one of"):
+        predict_edges(tiny_model, gray(32, 32), views=views)

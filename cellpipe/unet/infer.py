@@ -28,6 +28,12 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 #: Tiles per network call.
 DEFAULT_BATCH = 2
+#: Accepted numbers of views averaged by test-time augmentation.
+VIEW_COUNTS = (1, 2, 4, 8)
+# The views as (quarter turns, mirrored first), in the order they are added: mirror
+# images first (they fix the most left/right asymmetry of the receptive field), then
+# the half turn, then the quarter turns; 8 is the whole dihedral group.
+_VIEWS = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
 
 
 class EdgePredictor:
@@ -58,11 +64,25 @@ class EdgePredictor:
         tile: int = DEFAULT_TILE,
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = DEFAULT_BATCH,
+        views: int = 1,
     ) -> np.ndarray:
         """Return the edge probability of ``image``; see :func:`predict_edges`."""
         image = _checked_image(image)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if views not in VIEW_COUNTS:
+            raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
+        if views == 1:
+            return self._predict(image, tile, overlap, batch_size)
+        edge_probability = np.zeros(image.shape, np.float32)
+        for turns, mirrored in _VIEWS[:views]:
+            view = np.rot90(image[:, ::-1] if mirrored else image, turns)
+            back = np.rot90(self._predict(np.ascontiguousarray(view), tile, overlap, batch_size), -turns)
+            edge_probability += back[:, ::-1] if mirrored else back
+        edge_probability /= views
+        return edge_probability
+
+    def _predict(self, image: np.ndarray, tile: int, overlap: int, batch_size: int) -> np.ndarray:
         plan = self.plan(image.shape, tile=tile, overlap=overlap)
         tile, ys, xs = plan.tile, plan.rows, plan.cols
         padded = _pad_to(image, *plan.padded_shape)
@@ -107,6 +127,7 @@ def predict_edges(
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH,
+    views: int = 1,
 ) -> np.ndarray:
     """Return the edge probability of ``image``: float32, same shape, 1 on cell walls.
 
@@ -128,6 +149,10 @@ def predict_edges(
         raised-cosine weights. Should exceed the model's border artefacts (~16 px).
     batch_size : int
         Tiles per network call. Memory grows with ``batch_size * tile**2``.
+    views : {1, 2, 4, 8}
+        Test-time augmentation: the mean of the predictions of this many mirrored and
+        rotated views of the image, each mapped back (2: the image and its mirror
+        image; 8: all flips and quarter turns). Each view costs one more prediction.
 
     Returns
     -------
@@ -146,7 +171,7 @@ def predict_edges(
         predictor = _PREDICTORS.get(model)
         if predictor is None:
             predictor = _PREDICTORS[model] = EdgePredictor(model)
-    return predictor(image, tile=tile, overlap=overlap, batch_size=batch_size)
+    return predictor(image, tile=tile, overlap=overlap, batch_size=batch_size, views=views)
 
 
 def model_input(image: np.ndarray, card: ModelCard, *, invert: bool = False) -> np.ndarray:

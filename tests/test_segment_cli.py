@@ -1,0 +1,81 @@
+"""`cellpipe segment` and the settings that decide how images are segmented."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from cellpipe.cli import app
+from cellpipe.cli import commands_segment  # noqa: F401  (registers the command)
+from cellpipe.io import write_png
+from cellpipe.pipeline import PipelineParams
+from cellpipe.segment import SegmentParams
+from cellpipe.settings import Settings
+from cellpipe.synthetic import synthetic_cells
+from cellpipe.tasks.context import params_from_dict
+
+pytest_plugins = ["tiny_model"]
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, kind in enumerate(("tissue", "tissue")):
+        sample = synthetic_cells((96, 128), kind=kind, seed=40 + i, mean_cell_diameter=20)
+        write_png(folder / f"slice{i}.png", sample.image)
+    return folder
+
+
+def test_segment_writes_labels_cells_and_overlay_per_image(tiny_model, images, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(images), "--out", str(out), "--model", str(tiny_model), "--overlay"])
+    assert result.exit_code == 0, result.output
+    for stem in ("slice0", "slice1"):
+        labels = tifffile.imread(out / f"{stem}_labels.tif")
+        assert labels.dtype == np.uint32 and labels.shape == (96, 128)
+        rows = list(csv.DictReader(io.StringIO((out / f"{stem}_cells.csv").read_text())))
+        assert len(rows) == labels.max() > 5
+        assert sorted(int(row["label"]) for row in rows) == sorted(set(np.unique(labels)) - {0})
+        assert (out / f"{stem}_overlay.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_more_views_give_another_segmentation_of_the_same_image(tiny_model, images, tmp_path):
+    labels = {}
+    for views in ("1", "8"):
+        out = tmp_path / f"views{views}"
+        result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(out),
+                                     "--model", str(tiny_model), "--views", views])
+        assert result.exit_code == 0, result.output
+        labels[views] = tifffile.imread(out / "slice0_labels.tif")
+    assert not np.array_equal(labels["1"], labels["8"])
+
+
+def test_a_number_of_views_that_is_not_1_2_4_or_8_is_a_usage_error(tiny_model, images, tmp_path):
+    result = runner.invoke(app, ["segment", str(images), "--out", str(tmp_path / "out"),
+                                 "--model", str(tiny_model), "--views", "3"])
+    assert result.exit_code == 2
+    assert "views must be one of (1, 2, 4, 8)" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_settings_give_the_pipeline_their_threshold_area_views_and_inversion(tmp_path):
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[cellpipe]\nviews = 4\nedge_threshold = 0.3\n")
+    settings = Settings.load({"min_area": 50}, config_path=config, environ={"CELLPIPE_INVERT": "true"})
+    assert settings.pipeline_params() == PipelineParams(
+        invert="true", views=4, segment=SegmentParams(threshold=0.3, min_area=50)
+    )
+    assert Settings.load(config_path=tmp_path / "none.cfg", environ={}).pipeline_params() == PipelineParams()
+
+
+def test_stored_parameters_give_back_the_pipeline_parameters_they_came_from():
+    params = PipelineParams(invert="false", views=2, segment=SegmentParams(threshold=0.4, min_area=8))
+    assert params_from_dict(params.as_dict()) == params
+    written_before_views = {"invert": "auto", "segment": SegmentParams().as_dict()}
+    assert params_from_dict(written_before_views).views == 1
