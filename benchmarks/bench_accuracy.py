@@ -117,7 +117,7 @@ def run_cellpipe(segmenter, tune_slices, test_slices) -> tuple[dict, str]:
 
     scores = score(segment, test_slices, tune_slices[0].image)
     scores["seconds"] -= float(np.mean(measure_seconds[1:]))  # [0] is the warm-up call
-    return scores, f"{segmenter.params.segment} invert={segmenter.params.invert} (inverted: {any(inverted)})"
+    return scores, f"{segmenter.params.segment} views={segmenter.params.views} invert={segmenter.params.invert} (inverted: {any(inverted)})"
 
 
 def print_table(rows: dict[str, dict[str, float]]) -> None:

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 import baselines  # noqa: E402
 from cellpipe.metrics import evaluate_dataset, evaluate_pair  # noqa: E402
-from cellpipe.pipeline import CellSegmenter  # noqa: E402
+from cellpipe.pipeline import CellSegmenter, PipelineParams  # noqa: E402
 from cellpipe.segment import SegmentParams, segment_edges  # noqa: E402
 from cellpipe.unet import card_path  # noqa: E402
 from cellpipe.unet.data import parse_ids  # noqa: E402
@@ -73,11 +73,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tune-ids", default="0-19", help="slices the choice is made on")
     parser.add_argument("--check-ids", default="20-24", help="held-out slices scored after the choice")
     parser.add_argument("--record", action="store_true", help="write the defaults' held-out scores into the card")
+    parser.add_argument("--views", type=int, default=None, help="test-time augmentation views (default: PipelineParams')")
     args = parser.parse_args(argv)
     if not (args.data / "train").is_dir():
         parser.error(f"{args.data}/train not found: this script needs the shared ISBI 2012 data")
 
-    segmenter = CellSegmenter(args.model)
+    pipeline = PipelineParams() if args.views is None else PipelineParams(views=args.views)
+    segmenter = CellSegmenter(args.model, pipeline)
     tune = baselines.read_slices(args.data, parse_ids(args.tune_ids))
     check = baselines.read_slices(args.data, parse_ids(args.check_ids))
     tune_maps = edge_maps(segmenter, [s.image for s in tune])
@@ -88,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         params = dataclasses.replace(SegmentParams(), **dict(zip(GRID, values)))
         ranked.append((scores(tune_maps, truths, params), params))
     ranked.sort(key=lambda item: -item[0]["v_rand"])
-    print(f"model {segmenter.model_path}; tuned on slices {args.tune_ids}; {len(ranked)} combinations")
+    print(f"model {segmenter.model_path}, {pipeline.views} view(s); tuned on slices {args.tune_ids}; "
+          f"{len(ranked)} combinations")
     for values, params in ranked[:10]:
         print("  " + describe(params, values))
 
@@ -99,16 +102,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     defaults = scores(check_maps, check_truths, SegmentParams())
     print("  defaults " + describe(SegmentParams(), defaults))
     if args.record:
-        record(segmenter.model_path, args.check_ids, defaults)
+        record(segmenter.model_path, args.check_ids, pipeline.views, defaults)
 
 
-def record(model_path: Path, check_ids: str, values: dict[str, float]) -> None:
+def record(model_path: Path, check_ids: str, views: int, values: dict[str, float]) -> None:
     """Write the held-out scores of the default post-processing into the card of ``model_path``."""
     path = card_path(model_path)
     card = json.loads(path.read_text())
     card.setdefault("metrics", {})["held_out_segmentation"] = {
         "slices": check_ids,
         "segment_params": dataclasses.asdict(SegmentParams()),
+        "views": views,
         **{key: round(float(values[key]), 4) for key in ("v_rand", "v_rand_split", "v_rand_merge", "v_info", "f1")},
         "measured_by": "benchmarks/tune_segment.py --record",
     }
