@@ -20,7 +20,10 @@ The few parameters of (a) and (b) are tuned by grid search on the training slice
 (``--tune-ids``, default 0–19) in the same run; (c)'s defaults were tuned on those same
 slices. No held-out slice is used for any choice.
 
-    .venv/bin/python benchmarks/bench_accuracy.py [--budget-steps N] [--model M.keras]
+    .venv/bin/python benchmarks/bench_accuracy.py [--budget-steps N] [--model M.keras] [--also-views 2 8]
+
+``--also-views`` adds rows for cellpipe with test-time augmentation, an option that is
+not the default (see ``PipelineParams.views``).
 
 Never run by the tests.
 """
@@ -142,11 +145,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test-ids", default="20-24", help="held-out slices that are scored")
     parser.add_argument("--skip-old", action="store_true", help="leave out (b), e.g. before its U-Net is trained")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument(
+        "--also-views", type=int, nargs="*", default=[],
+        help="also score cellpipe with these test-time augmentation views (options, not the default)",
+    )
     args = parser.parse_args(argv)
     if overlap := set(parse_ids(args.tune_ids)) & set(parse_ids(args.test_ids)):
         parser.error(f"slices {sorted(overlap, key=int)} are both tuned on and scored")
 
-    from cellpipe.pipeline import CellSegmenter
+    from cellpipe.pipeline import CellSegmenter, PipelineParams
 
     tune_slices = baselines.read_slices(args.data, parse_ids(args.tune_ids))
     test_slices = baselines.read_slices(args.data, parse_ids(args.test_ids))
@@ -160,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             args, segmenter.card, tune_slices, test_slices
         )
     rows["(c) cellpipe default"], notes["(c)"] = run_cellpipe(segmenter, tune_slices, test_slices)
+    for views in args.also_views:
+        option = segmenter.with_params(PipelineParams(views=views))
+        rows[f"(c) cellpipe --views {views}"], notes[f"(c) views={views}"] = run_cellpipe(
+            option, tune_slices, test_slices
+        )
 
     print()
     print_table(rows)
