@@ -189,7 +189,14 @@ def _psycopg(url: URL) -> URL:
     return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
 
 
-def _use_wal(cursor: sqlite3.Cursor, busy_timeout_s: float) -> None:
+def use_wal(cursor: sqlite3.Cursor | sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Put the SQLite file of ``cursor`` in WAL mode, waiting up to ``busy_timeout_s`` for other processes.
+
+    Raises
+    ------
+    sqlite3.OperationalError
+        When the file stays locked past the timeout, or cannot be switched.
+    """
     # WAL is stored in the file, so only the first connection to a new database switches
     # it. Switching takes an exclusive lock and SQLite answers "database is locked" at
     # once, without its busy handler, when another process holds any lock (two workers
@@ -221,7 +228,7 @@ def _configure_sqlite(engine: Engine, *, busy_timeout_s: float, read_only: bool)
         if read_only:
             cursor.execute("PRAGMA query_only = ON")
         else:
-            _use_wal(cursor, busy_timeout_s)
+            use_wal(cursor, busy_timeout_s)
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple
 
+from cellpipe.db.engine import use_wal
+
 logger = logging.getLogger(__name__)
 
 #: Name of the cache file in the ``cache_dir`` setting's folder.
@@ -161,7 +163,7 @@ class BlobHashCache:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 # Autocommit: transactions are explicit (put_many), reads take no lock in WAL.
                 connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-                connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer of another process
+                use_wal(connection, BUSY_TIMEOUT_S)  # readers never block the writer of another process
                 connection.execute("PRAGMA synchronous=NORMAL")  # a cache may lose its last write in a power cut
                 connection.execute(_SCHEMA)
             except (sqlite3.Error, OSError) as error:
