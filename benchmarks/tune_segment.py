@@ -1,18 +1,31 @@
-"""Grid search of cellpipe's post-processing (``SegmentParams``) for one model.
+"""Grid search of cellpipe's post-processing (``SegmentParams``) and test-time views.
 
-Predicts the edge maps of the tuning slices (default ISBI 2012 slices 0–19, the
-default model's training slices) once, then scores every combination of the grid by
-mean foreground-restricted V_rand and prints the best ten with their split/merge parts,
-V_info and F1@0.5. Held-out slices (``--check-ids``, default 20–24) are scored only
-for the winner and the current defaults, after the choice, so nothing is chosen on them.
+Two ways to get the edge maps the choice is made on:
 
-    .venv/bin/python benchmarks/tune_segment.py [--model M.keras] [--tune-ids 0-19] [--record]
+* ``--fold MODEL:IDS`` (repeatable): out-of-fold maps. Each fold model predicts only
+  the slices it never saw (trained by ``scripts/train_folds.sh``: the shipped recipe
+  on 15 of slices 0–19, the other 5 held out). This is how the defaults are chosen:
+  a model is more confident on its own training slices than on new ones, so tuning on
+  them favours settings that fail on new images.
+* otherwise ``--model`` (default: the shipped one) on ``--tune-ids`` (default 0–19).
+
+For each ``--views`` value (1, 2, 4 or 8 mirrored/rotated views averaged, default 1)
+every combination of the grid is scored by mean foreground-restricted V_rand; the best
+ten are printed with their split/merge parts, V_info and F1@0.5. The winner over all
+views is the best mean V_rand; a smaller view count wins ties within ``TIE`` (it costs
+proportionally less time). Held-out slices (``--check-ids``, default 20–24) are scored
+with ``--model`` only afterwards, for the winner and the current defaults, so nothing
+is chosen on them.
+
+    .venv/bin/python benchmarks/tune_segment.py --fold build/folds/0/model.keras:0-4 \
+        --fold build/folds/1/model.keras:5-9 ... --views 1 2 4 8 [--record]
 
 ``--record`` writes the held-out scores of the current defaults into the model's card
 (``metrics.held_out_segmentation``), so the card says what users of the model get.
 
-This is how the defaults of :class:`cellpipe.segment.SegmentParams` were chosen for the
-shipped model. Never run by the tests.
+This is how the defaults of :class:`cellpipe.segment.SegmentParams` and
+:class:`cellpipe.pipeline.PipelineParams` were chosen for the shipped model. Never
+run by the tests.
 """
 
 from __future__ import annotations
@@ -41,10 +54,12 @@ from cellpipe.unet.data import parse_ids  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "isbi2012"
 GRID = {
-    "threshold": (0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-    "marker_h": (8.0, 12.0, 16.0, 24.0, 32.0, 48.0),
-    "min_area": (16, 32, 64),
+    "threshold": (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+    "marker_h": (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0),
+    "min_area": (8, 16, 32, 64),
 }
+# Mean V_rand differences below this are ties, settled towards fewer views.
+TIE = 0.002
 
 
 def edge_maps(segmenter: CellSegmenter, images: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -66,43 +81,75 @@ def describe(params: SegmentParams, values: dict[str, float]) -> str:
     )
 
 
+def parse_fold(spec: str) -> tuple[Path, list[str]]:
+    """Return ``(model, ids)`` of a ``MODEL:IDS`` fold argument."""
+    model, sep, ids = spec.rpartition(":")
+    if not sep or not model:
+        raise argparse.ArgumentTypeError(f"expected MODEL:IDS, e.g. build/folds/0/model.keras:0-4, got {spec!r}")
+    return Path(model), parse_ids(ids)
+
+
+def tuning_maps(args: argparse.Namespace, pipeline: PipelineParams) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return the edge maps the choice is made on and their ground truths."""
+    pairs = args.fold or [(args.model, parse_ids(args.tune_ids))]
+    maps, truths = [], []
+    for model, ids in pairs:
+        slices = baselines.read_slices(args.data, ids)
+        maps += edge_maps(CellSegmenter(model, pipeline), [s.image for s in slices])
+        truths += [s.truth for s in slices]
+    return maps, truths
+
+
+def grid_search(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> list[tuple[dict[str, float], SegmentParams]]:
+    """Return every grid combination with its mean scores, best V_rand first."""
+    ranked = []
+    for values in itertools.product(*GRID.values()):
+        params = dataclasses.replace(SegmentParams(), **dict(zip(GRID, values)))
+        ranked.append((scores(maps, truths, params), params))
+    ranked.sort(key=lambda item: -item[0]["v_rand"])
+    return ranked
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (holds train/image, train/label)")
-    parser.add_argument("--model", type=Path, default=None, help="model to tune for (default: the shipped one)")
-    parser.add_argument("--tune-ids", default="0-19", help="slices the choice is made on")
+    parser.add_argument("--model", type=Path, default=None, help="model scored on --check-ids (default: the shipped one)")
+    parser.add_argument("--fold", type=parse_fold, action="append", help="MODEL:IDS, a fold model and its held-out slices")
+    parser.add_argument("--tune-ids", default="0-19", help="slices the choice is made on, without --fold")
     parser.add_argument("--check-ids", default="20-24", help="held-out slices scored after the choice")
     parser.add_argument("--record", action="store_true", help="write the defaults' held-out scores into the card")
-    parser.add_argument("--views", type=int, default=None, help="test-time augmentation views (default: PipelineParams')")
+    parser.add_argument("--views", type=int, nargs="+", default=[1], help="test-time view counts to compare")
     args = parser.parse_args(argv)
     if not (args.data / "train").is_dir():
         parser.error(f"{args.data}/train not found: this script needs the shared ISBI 2012 data")
 
-    pipeline = PipelineParams() if args.views is None else PipelineParams(views=args.views)
-    segmenter = CellSegmenter(args.model, pipeline)
-    tune = baselines.read_slices(args.data, parse_ids(args.tune_ids))
+    source = ", ".join(f"{m}:{','.join(ids)}" for m, ids in args.fold) if args.fold else f"slices {args.tune_ids}"
+    winners = []
+    for views in sorted(args.views):
+        maps, truths = tuning_maps(args, PipelineParams(views=views))
+        ranked = grid_search(maps, truths)
+        print(f"{views} view(s), tuned on {source}; {len(ranked)} combinations:", flush=True)
+        for values, params in ranked[:10]:
+            print("  " + describe(params, values), flush=True)
+        winners.append((views, *ranked[0]))
+    best_v_rand = max(values["v_rand"] for _, values, _ in winners)
+    views, values, params = next(w for w in winners if w[1]["v_rand"] >= best_v_rand - TIE)
+    print(f"chosen: {views} view(s), " + describe(params, values))
+
+    segmenter = CellSegmenter(args.model, PipelineParams(views=views))
     check = baselines.read_slices(args.data, parse_ids(args.check_ids))
-    tune_maps = edge_maps(segmenter, [s.image for s in tune])
-    truths = [s.truth for s in tune]
-
-    ranked = []
-    for values in itertools.product(*GRID.values()):
-        params = dataclasses.replace(SegmentParams(), **dict(zip(GRID, values)))
-        ranked.append((scores(tune_maps, truths, params), params))
-    ranked.sort(key=lambda item: -item[0]["v_rand"])
-    print(f"model {segmenter.model_path}, {pipeline.views} view(s); tuned on slices {args.tune_ids}; "
-          f"{len(ranked)} combinations")
-    for values, params in ranked[:10]:
-        print("  " + describe(params, values))
-
-    check_maps = edge_maps(segmenter, [s.image for s in check])
     check_truths = [s.truth for s in check]
-    print(f"held-out slices {args.check_ids}:")
-    print("  best     " + describe(ranked[0][1], scores(check_maps, check_truths, ranked[0][1])))
+    print(f"held-out slices {args.check_ids}, model {segmenter.model_path}:")
+    check_maps = edge_maps(segmenter, [s.image for s in check])
+    print(f"  chosen   {views} view(s) " + describe(params, scores(check_maps, check_truths, params)))
+    default_views = PipelineParams().views
+    if default_views != views:
+        segmenter = segmenter.with_params(PipelineParams())
+        check_maps = edge_maps(segmenter, [s.image for s in check])
     defaults = scores(check_maps, check_truths, SegmentParams())
-    print("  defaults " + describe(SegmentParams(), defaults))
+    print(f"  defaults {default_views} view(s) " + describe(SegmentParams(), defaults))
     if args.record:
-        record(segmenter.model_path, args.check_ids, pipeline.views, defaults)
+        record(segmenter.model_path, args.check_ids, default_views, defaults)
 
 
 def record(model_path: Path, check_ids: str, views: int, values: dict[str, float]) -> None:
