@@ -18,18 +18,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from cellpipe.measure import regionprops_table
 from cellpipe.segment import SegmentParams, segment_edges
+from cellpipe.views import check_views
 
 #: Accepted values of :attr:`PipelineParams.invert`.
 INVERT_CHOICES = ("auto", "true", "false")
-#: Accepted values of :attr:`PipelineParams.views` (``cellpipe.unet.infer.VIEW_COUNTS``,
-#: repeated here so that parameters can be checked without importing TensorFlow).
-VIEW_COUNTS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -67,12 +65,23 @@ class PipelineParams:
         if invert not in INVERT_CHOICES:
             raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {self.invert!r}")
         object.__setattr__(self, "invert", invert)
-        if self.views not in VIEW_COUNTS:
-            raise ValueError(f"views must be one of {VIEW_COUNTS}, got {self.views!r}")
+        check_views(self.views)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the parameters that decide the result (JSON-serialisable)."""
         return {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
+
+    @classmethod
+    def from_dict(cls, parameters: Mapping[str, Any]) -> "PipelineParams":
+        """Return the parameters whose :meth:`as_dict` is ``parameters``.
+
+        Dicts stored before views existed have no ``"views"``: they were one view.
+        """
+        return cls(
+            invert=parameters["invert"],
+            segment=SegmentParams(**dict(parameters["segment"])),
+            views=parameters.get("views", 1),
+        )
 
 
 @dataclass

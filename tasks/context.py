@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator, Mapping
 import cellpipe
 from cellpipe.pipeline import CellSegmenter, PipelineParams, file_sha256
 from cellpipe.results import write_results
-from cellpipe.segment import SegmentParams
 from cellpipe.settings import Settings, default_data_dir
 from cellpipe.tasks.sources import Listing, SourceError, is_blob_uri, list_batch, storage_errors
 
@@ -107,12 +106,6 @@ def batch_model(settings: Settings, engine) -> ModelInfo:
         if default is not None:
             return resolve_model(default.location)
     return resolve_model(settings.model)
-
-
-def params_from_dict(parameters: Mapping[str, Any]) -> PipelineParams:
-    """Return the :class:`PipelineParams` whose ``as_dict()`` is ``parameters``."""
-    return PipelineParams(invert=parameters["invert"], segment=SegmentParams(**dict(parameters["segment"])),
-                          views=parameters.get("views", 1))  # no "views": written before views existed
 
 
 def database_identity(url: str) -> str:
@@ -319,7 +312,7 @@ class BatchContext:
             _MODEL_LOADS += 1
             self.emit(BatchEvent("model_loaded", self.worker, seconds=time.perf_counter() - started,
                                  data={"pid": os.getpid(), "model": key}))
-        return _SEGMENTERS[key].with_params(params_from_dict(parameters))
+        return _SEGMENTERS[key].with_params(PipelineParams.from_dict(parameters))
 
     def task_resources(self) -> dict[str, int]:
         """Return the Luigi resources a segmentation takes here: one ``gpu`` when on a GPU."""

@@ -15,7 +15,6 @@ from cellpipe.pipeline import PipelineParams
 from cellpipe.segment import SegmentParams
 from cellpipe.settings import Settings
 from cellpipe.synthetic import synthetic_cells
-from cellpipe.tasks.context import params_from_dict
 
 pytest_plugins = ["tiny_model"]
 
@@ -76,6 +75,6 @@ def test_settings_give_the_pipeline_their_threshold_area_views_and_inversion(tmp
 
 def test_stored_parameters_give_back_the_pipeline_parameters_they_came_from():
     params = PipelineParams(invert="false", views=2, segment=SegmentParams(threshold=0.4, min_area=8))
-    assert params_from_dict(params.as_dict()) == params
+    assert PipelineParams.from_dict(params.as_dict()) == params
     written_before_views = {"invert": "auto", "segment": SegmentParams().as_dict()}
-    assert params_from_dict(written_before_views).views == 1
+    assert PipelineParams.from_dict(written_before_views).views == 1

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from cellpipe.unet import model as unet_model
 from cellpipe.unet.model import ModelCard, UNetConfig
+from cellpipe.views import check_views, from_view, to_view
 
 #: Tile side in pixels: large tiles amortise per-call overhead and waste less on overlap.
 DEFAULT_TILE = 512
@@ -28,12 +29,6 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 #: Tiles per network call.
 DEFAULT_BATCH = 2
-#: Accepted numbers of views averaged by test-time augmentation.
-VIEW_COUNTS = (1, 2, 4, 8)
-# The views as (quarter turns, mirrored first), in the order they are added: mirror
-# images first (they fix the most left/right asymmetry of the receptive field), then
-# the half turn, then the quarter turns; 8 is the whole dihedral group.
-_VIEWS = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
 
 
 class EdgePredictor:
@@ -70,15 +65,12 @@ class EdgePredictor:
         image = _checked_image(image)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if views not in VIEW_COUNTS:
-            raise ValueError(f"views must be one of {VIEW_COUNTS}, got {views!r}")
+        views = check_views(views)
         if views == 1:
             return self._predict(image, tile, overlap, batch_size)
         edge_probability = np.zeros(image.shape, np.float32)
-        for turns, mirrored in _VIEWS[:views]:
-            view = np.rot90(image[:, ::-1] if mirrored else image, turns)
-            back = np.rot90(self._predict(np.ascontiguousarray(view), tile, overlap, batch_size), -turns)
-            edge_probability += back[:, ::-1] if mirrored else back
+        for index in range(views):
+            edge_probability += from_view(self._predict(to_view(image, index), tile, overlap, batch_size), index)
         edge_probability /= views
         return edge_probability
 
