@@ -40,6 +40,13 @@ def cython_extensions():
 
 
 MAPPED_FOLDERS = {"cellpipe.db": "db", "cellpipe.tasks": "tasks", "cellpipe.cli": "cli"}
+# Folders of data files (shipped models, Alembic migrations): packages too, so that
+# setuptools installs them as such instead of warning that it would ignore them.
+DATA_PACKAGES = {
+    "cellpipe.models": ["*/*"],
+    "cellpipe.db.migrations": ["*.py", "*.mako"],
+    "cellpipe.db.migrations.versions": ["*.py"],
+}
 
 
 def packages():
@@ -53,13 +60,16 @@ def packages():
         for init in (HERE / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(HERE / folder).parts
             names.append(".".join((package, *rel)))
+    for package in DATA_PACKAGES:
+        names.append(package)
+    names += [f"cellpipe.models.{d.name}" for d in (HERE / "cellpipe" / "models").iterdir() if d.is_dir()]
     return sorted(set(names))
 
 
 setup(
     packages=packages(),
     package_dir={"cellpipe": "cellpipe", **MAPPED_FOLDERS},
-    package_data={"cellpipe": ["models/*/*", "py.typed"], "cellpipe.db": ["migrations/*", "migrations/versions/*", "alembic.ini"]},
+    package_data={"cellpipe": ["py.typed"], "cellpipe.db": ["alembic.ini"], **DATA_PACKAGES},
     ext_modules=cython_extensions(),
     zip_safe=False,
 )
