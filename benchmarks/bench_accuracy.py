@@ -17,10 +17,14 @@ parts), V_info, F1 at IoU 0.5, predicted and true cell counts, and seconds per i
 raw image to labels (after a warm-up call; per-cell statistics not included).
 
 The few parameters of (a) and (b) are tuned by grid search on the training slices
-(``--tune-ids``, default 0–19) in the same run; (c)'s defaults were tuned on those same
-slices. No held-out slice is used for any choice.
+(``--tune-ids``, default 0–19) in the same run. No held-out slice is used for any choice.
+A network is more confident on its own training slices than on new ones, so with
+``--folds 0-4 5-9 10-14 15-19`` (b) is tuned as (c)'s defaults were
+(``benchmarks/tune_segment.py --fold``): on out-of-fold edge maps, each slice predicted
+by a network trained, with the same budget, on the other tuning slices (cached too).
 
-    .venv/bin/python benchmarks/bench_accuracy.py [--budget-steps N] [--model M.keras] [--also-views 2 8]
+    .venv/bin/python benchmarks/bench_accuracy.py [--folds 0-4 5-9 10-14 15-19] [--budget-steps N]
+        [--model M.keras] [--also-views 2 8]
 
 ``--also-views`` adds rows for cellpipe with test-time augmentation, an option that is
 not the default (see ``PipelineParams.views``).
@@ -89,19 +93,46 @@ def run_old_unet(args, default_card, tune_slices, test_slices) -> tuple[dict, st
     model_path = baselines.train_old_unet(args.data, args.cache, budget)
     model, card = load_model(model_path)
     predictor = EdgePredictor(model)
-    edge_maps = [baselines.old_edge_probability(predictor, card, s.image) for s in tune_slices]
+    if args.folds:
+        edge_maps, truths = old_out_of_fold_maps(args, budget)
+        tuned_on = f"out-of-fold maps of folds {' '.join(args.folds)}"
+    else:
+        edge_maps = [baselines.old_edge_probability(predictor, card, s.image) for s in tune_slices]
+        truths = [s.truth for s in tune_slices]
+        tuned_on = f"slices {args.tune_ids}"
     params, tuned = baselines.tune(
-        lambda i, p: baselines.old_postprocess(edge_maps[i], p),
-        [s.truth for s in tune_slices],
-        baselines.OldPostParams(),
-        baselines.OLD_GRID,
+        lambda i, p: baselines.old_postprocess(edge_maps[i], p), truths, baselines.OldPostParams(), baselines.OLD_GRID
     )
     scores = score(
         lambda image: baselines.old_unet_labels(predictor, card, image, params), test_slices, tune_slices[0].image
     )
     steps = card.training.get("steps_run", "?")
     shortened = " (SHORTENED by --budget-steps)" if args.budget_steps else ""
-    return scores, f"{params} (tuning V_rand {tuned:.4f}); trained {steps} steps{shortened}, {model_path}"
+    return scores, f"{params} (V_rand {tuned:.4f} on {tuned_on}); trained {steps} steps{shortened}, {model_path}"
+
+
+def old_out_of_fold_maps(args, budget) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return (b)'s out-of-fold edge maps of the tuning slices and their truths.
+
+    Fold ``F`` of ``args.folds`` is predicted by an old-approach network trained with
+    ``budget`` on the tuning slices outside ``F``, validated on ``F``.
+    """
+    from cellpipe.unet import EdgePredictor, load_model
+
+    tune_ids = parse_ids(args.tune_ids)
+    maps, truths = [], []
+    for fold in args.folds:
+        held_out = parse_ids(fold)
+        if not set(held_out) <= set(tune_ids):
+            raise SystemExit(f"fold {fold} reaches outside the tuning slices {args.tune_ids}")
+        train_ids = ",".join(name for name in tune_ids if name not in held_out)
+        fold_path = baselines.train_old_unet(args.data, args.cache, {**budget, "train_ids": train_ids, "val_ids": fold})
+        fold_model, fold_card = load_model(fold_path)
+        predictor = EdgePredictor(fold_model)
+        for item in baselines.read_slices(args.data, held_out):
+            maps.append(baselines.old_edge_probability(predictor, fold_card, item.image))
+            truths.append(item.truth)
+    return maps, truths
 
 
 def run_cellpipe(segmenter, tune_slices, test_slices) -> tuple[dict, str]:
@@ -143,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--budget-steps", type=int, default=None, help="train the old U-Net for this many steps instead of the default model's budget")
     parser.add_argument("--tune-ids", default="0-19", help="slices the baselines' parameters are tuned on")
     parser.add_argument("--test-ids", default="20-24", help="held-out slices that are scored")
+    parser.add_argument("--folds", nargs="*", default=[], help="tune (b) on out-of-fold maps of these folds of --tune-ids")
     parser.add_argument("--skip-old", action="store_true", help="leave out (b), e.g. before its U-Net is trained")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     parser.add_argument(
