@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -54,9 +55,10 @@ from cellpipe.unet.data import parse_ids  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "isbi2012"
 GRID = {
-    "threshold": (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-    "marker_h": (8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0),
-    "min_area": (8, 16, 32, 64),
+    "threshold": (0.2, 0.3, 0.4, 0.5, 0.6),
+    "marker_h": (1.0, 2.0, 4.0, 8.0, 32.0),
+    "merge_threshold": (0.0, 0.5, 0.6, 0.7, 0.8),
+    "min_area": (8, 16, 32),
 }
 # Mean V_rand differences below this are ties, settled towards fewer views.
 TIE = 0.002
@@ -75,7 +77,8 @@ def scores(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], params: Seg
 def describe(params: SegmentParams, values: dict[str, float]) -> str:
     """Return one printed line: the parameters and their scores."""
     return (
-        f"threshold={params.threshold:<5} marker_h={params.marker_h:<5} min_area={params.min_area:<4}"
+        f"threshold={params.threshold:<5} marker_h={params.marker_h:<5} merge={params.merge_threshold:<4}"
+        f" min_area={params.min_area:<4}"
         f" V_rand {values['v_rand']:.4f} (split {values['v_rand_split']:.4f}, merge {values['v_rand_merge']:.4f})"
         f" V_info {values['v_info']:.4f} F1@0.5 {values['f1']:.3f}"
     )
@@ -100,14 +103,31 @@ def tuning_maps(args: argparse.Namespace, pipeline: PipelineParams) -> tuple[lis
     return maps, truths
 
 
-def grid_search(maps: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> list[tuple[dict[str, float], SegmentParams]]:
+def grid_search(
+    maps: Sequence[np.ndarray], truths: Sequence[np.ndarray], jobs: int = 1
+) -> list[tuple[dict[str, float], SegmentParams]]:
     """Return every grid combination with its mean scores, best V_rand first."""
-    ranked = []
-    for values in itertools.product(*GRID.values()):
-        params = dataclasses.replace(SegmentParams(), **dict(zip(GRID, values)))
-        ranked.append((scores(maps, truths, params), params))
-    ranked.sort(key=lambda item: -item[0]["v_rand"])
-    return ranked
+    combinations = [
+        dataclasses.replace(SegmentParams(), **dict(zip(GRID, values))) for values in itertools.product(*GRID.values())
+    ]
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs, _share, (maps, truths)) as pool:
+            results = pool.map(_score_shared, combinations, chunksize=4)
+    else:
+        results = [scores(maps, truths, params) for params in combinations]
+    return sorted(zip(results, combinations), key=lambda item: -item[0]["v_rand"])
+
+
+_SHARED: tuple = ()
+
+
+def _share(maps, truths) -> None:
+    global _SHARED
+    _SHARED = (maps, truths)
+
+
+def _score_shared(params: SegmentParams) -> dict[str, float]:
+    return scores(*_SHARED, params)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -119,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--check-ids", default="20-24", help="held-out slices scored after the choice")
     parser.add_argument("--record", action="store_true", help="write the defaults' held-out scores into the card")
     parser.add_argument("--views", type=int, nargs="+", default=[1], help="test-time view counts to compare")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes scoring the grid")
     args = parser.parse_args(argv)
     if not (args.data / "train").is_dir():
         parser.error(f"{args.data}/train not found: this script needs the shared ISBI 2012 data")
@@ -127,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     winners = []
     for views in sorted(args.views):
         maps, truths = tuning_maps(args, PipelineParams(views=views))
-        ranked = grid_search(maps, truths)
+        ranked = grid_search(maps, truths, args.jobs)
         print(f"{views} view(s), tuned on {source}; {len(ranked)} combinations:", flush=True)
         for values, params in ranked[:10]:
             print("  " + describe(params, values), flush=True)

@@ -75,11 +75,12 @@ class PipelineParams:
     def from_dict(cls, parameters: Mapping[str, Any]) -> "PipelineParams":
         """Return the parameters whose :meth:`as_dict` is ``parameters``.
 
-        Dicts stored before views existed have no ``"views"``: they were one view.
+        Dicts stored before views or merging existed lack those keys: they were made
+        with one view and without merging.
         """
         return cls(
             invert=parameters["invert"],
-            segment=SegmentParams(**dict(parameters["segment"])),
+            segment=SegmentParams(**{"merge_threshold": 0.0, **parameters["segment"]}),
             views=parameters.get("views", 1),
         )
 

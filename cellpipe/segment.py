@@ -16,6 +16,7 @@ import numpy as np
 import skimage.segmentation
 
 from cellpipe._ext import load_extension
+from cellpipe.agglomerate import merge_weak_boundaries
 
 __all__ = ["SegmentParams", "cell_markers", "quantise_edges", "segment_edges", "watershed"]
 
@@ -289,6 +290,15 @@ class SegmentParams:
     min_area : int
         Cells with fewer pixels are dropped: their pixels become 0 (wall/background),
         they are not given to a neighbour. Default 16.
+    merge_threshold : float
+        0 (no merging) or the mean edge probability below which the boundary between
+        two neighbouring regions is not a wall: the whole map is flooded from the
+        markers, neighbours meet on the ridge of edge probability between them, and
+        neighbours whose ridge is weaker than this on average are merged, weakest
+        first (:func:`cellpipe.agglomerate.merge_weak_boundaries`). Merging lets
+        ``marker_h`` be small: a cell that a small ``h`` splits in two is joined
+        again (nothing of a wall runs between its parts), while cells that touch
+        through a gap in their wall keep the rest of the wall between them.
     connectivity : int
         1 (4 neighbours, default) or 2 (8 neighbours), for cell interiors and the flood.
     label_walls : bool
@@ -300,6 +310,7 @@ class SegmentParams:
     threshold: float = 0.1
     marker_h: float = 32.0
     min_area: int = 16
+    merge_threshold: float = 0.0
     connectivity: int = 1
     label_walls: bool = False
 
@@ -310,6 +321,8 @@ class SegmentParams:
             raise ValueError(f"marker_h must be > 0 pixels, got {self.marker_h!r}")
         if self.min_area < 0:
             raise ValueError(f"min_area must be >= 0 pixels, got {self.min_area!r}")
+        if not 0 <= self.merge_threshold <= 1:
+            raise ValueError(f"merge_threshold must be in [0, 1] (0: no merging), got {self.merge_threshold!r}")
         _check_connectivity(self.connectivity)
 
     def as_dict(self) -> dict[str, Any]:
@@ -338,9 +351,11 @@ def segment_edges(
     """Return the cell labels of an edge-probability map: 0 = wall/background, 1..N cells.
 
     Steps: binarise at ``params.threshold`` → :func:`cell_markers` → quantise the map
-    to uint8 → :func:`watershed` from the markers (inside the interiors only unless
-    ``params.label_walls``) → cells under ``params.min_area`` pixels become 0 →
-    relabel 1..N consecutively, in raster order of the markers.
+    to uint8 → :func:`watershed` from the markers (inside the interiors only, unless
+    ``params.label_walls`` or ``params.merge_threshold``) → with
+    ``params.merge_threshold``, merge neighbours across weak boundaries, then clear
+    the walls unless ``params.label_walls`` → cells under ``params.min_area`` pixels
+    become 0 → relabel 1..N consecutively, in raster order of the markers.
 
     Marker pixels are set to level 0 before the flood: a marker seeds its cell
     whatever the edge probability under it, and markers on one level keep the flood
@@ -375,14 +390,21 @@ def segment_edges(
     markers = _interior_markers(interior, params.marker_h, params.connectivity)
     elevation = quantise_edges(edge_probability, params.threshold)
     elevation[markers != 0] = 0
-    cells = watershed(
-        elevation,
-        markers,
-        mask=None if params.label_walls else interior,
-        connectivity=params.connectivity,
-    )
+    if params.merge_threshold > 0:
+        # Walls are flooded too, so that neighbours meet on the ridge between them.
+        cells = watershed(elevation, markers, connectivity=params.connectivity)
+        cells = merge_weak_boundaries(cells, edge_probability, params.merge_threshold)
+        if not params.label_walls:
+            cells[~interior] = 0
+    else:
+        cells = watershed(
+            elevation,
+            markers,
+            mask=None if params.label_walls else interior,
+            connectivity=params.connectivity,
+        )
     areas = np.bincount(cells.ravel(), minlength=int(markers.max(initial=0)) + 1)
-    keep = areas >= params.min_area
+    keep = (areas >= params.min_area) & (areas > 0)  # merged-away labels have no pixels
     keep[0] = False
     new_label = np.zeros(areas.size, dtype=np.int32)
     new_label[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)

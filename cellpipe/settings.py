@@ -71,6 +71,13 @@ class Settings:
     min_area : int
         Cells smaller than this many pixels are dropped.
         Default: :class:`cellpipe.segment.SegmentParams`' ``min_area``.
+    marker_h : float
+        How far (pixels) a distance peak must rise above its saddle to seed a cell.
+        Default: :class:`cellpipe.segment.SegmentParams`' ``marker_h``.
+    merge_threshold : float
+        Neighbouring cells whose shared boundary has a lower mean edge probability are
+        merged; 0 merges nothing (then use a large ``marker_h``, e.g. 32).
+        Default: :class:`cellpipe.segment.SegmentParams`' ``merge_threshold``.
     views : int
         1, 2, 4 or 8 mirrored/rotated views of each image whose edge maps are averaged
         (test-time augmentation; each view costs one prediction).
@@ -91,6 +98,8 @@ class Settings:
     invert: str = "auto"
     edge_threshold: float = SegmentParams.threshold
     min_area: int = SegmentParams.min_area
+    marker_h: float = SegmentParams.marker_h
+    merge_threshold: float = SegmentParams.merge_threshold
     views: int = PipelineParams.views
     storage_retries: int = 5
     cache_dir: str = ""
@@ -128,7 +137,8 @@ class Settings:
         return PipelineParams(
             invert=self.invert,
             views=self.views,
-            segment=SegmentParams(threshold=self.edge_threshold, min_area=self.min_area),
+            segment=SegmentParams(threshold=self.edge_threshold, min_area=self.min_area,
+                                  marker_h=self.marker_h, merge_threshold=self.merge_threshold),
         )
 
     def replace(self, **changes: Any) -> "Settings":

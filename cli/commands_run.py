@@ -43,6 +43,12 @@ def run_command(
         "scheduler (1 worker) or a private luigid on a loopback port (several)."),
     edge_threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
     min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+    marker_h: Optional[float] = typer.Option(
+        None, "--marker-h", help="Pixels a distance peak must rise above its saddle to seed a cell."
+    ),
+    merge_threshold: Optional[float] = typer.Option(
+        None, help="Merge neighbours whose boundary's mean edge probability is below this (0: never)."
+    ),
     views: Optional[int] = typer.Option(
         None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
     ),
@@ -60,7 +66,8 @@ def run_command(
     console = Console(stderr=True)
     try:
         settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
-                                  "edge_threshold": edge_threshold, "min_area": min_area, "views": views})
+                                  "edge_threshold": edge_threshold, "min_area": min_area, "views": views,
+                                  "marker_h": marker_h, "merge_threshold": merge_threshold})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,

@@ -26,6 +26,12 @@ def segment(
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (outlines and centroids)."),
     threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
     min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
+    marker_h: Optional[float] = typer.Option(
+        None, "--marker-h", help="Pixels a distance peak must rise above its saddle to seed a cell."
+    ),
+    merge_threshold: Optional[float] = typer.Option(
+        None, help="Merge neighbours whose boundary's mean edge probability is below this (0: never)."
+    ),
     views: Optional[int] = typer.Option(
         None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
     ),
@@ -39,7 +45,8 @@ def segment(
     console = Console(stderr=True)
     try:
         settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
-                                  "min_area": min_area, "views": views,
+                                  "min_area": min_area, "views": views, "marker_h": marker_h,
+                                  "merge_threshold": merge_threshold,
                                   "invert": None if invert is None else str(invert).lower()})
         params = settings.pipeline_params()
     except ValueError as error:

@@ -1,5 +1,6 @@
 """segment_edges turns membrane-style edge maps into one label per cell."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -229,3 +230,56 @@ def test_quantised_walls_lie_above_every_interior_level():
     assert levels.dtype == np.uint8
     assert levels[0, :3].max() < levels[0, 3:].min()
     np.testing.assert_array_equal(levels[0, [0, 5]], [0, 255])
+
+
+# --- merging across weak boundaries (merge_threshold) ------------------------------------
+
+MERGING = SegmentParams(threshold=0.5, marker_h=2.0, merge_threshold=0.5, min_area=16)
+
+
+def test_with_merging_cells_touching_through_an_open_gap_keep_the_rest_of_their_wall():
+    edges = grid_edges(n_rows=1, n_cols=2, pitch=40)
+    edges[15:27, 40:42] = 0.0  # a 12-pixel opening: the interiors join
+    assert segment_edges(edges, SegmentParams(marker_h=64.0)).max() == 1
+    labels = segment_edges(edges, MERGING)
+    assert labels.max() == 2
+    assert labels[20, 20] != labels[20, 62]
+
+
+def test_with_merging_a_cell_split_by_a_small_h_is_one_cell_again():
+    # A waisted cell inside a 3-pixel wall, with more cell interior beyond the wall.
+    rows, cols = np.mgrid[:60, :100]
+    inside = ((rows - 30) ** 2 + (cols - 31) ** 2 < 15**2) | ((rows - 30) ** 2 + (cols - 69) ** 2 < 15**2)
+    inside |= (np.abs(rows - 30) < 10) & (cols > 31) & (cols < 69)
+    wall = ndi.binary_dilation(inside, iterations=3) & ~inside
+    edges = np.where(wall, 0.9, 0.1)
+    markers = cell_markers(edges, threshold=0.5, h=2.0)
+    assert len(np.unique(markers[inside & (markers > 0)])) == 2  # h=2 splits it in two
+    labels = segment_edges(edges, MERGING)
+    cell = labels[30, 31]
+    assert cell and (labels[inside] == cell).all()
+    assert not (labels[~inside] == cell).any()
+
+
+def test_with_merging_walls_are_zero_unless_label_walls():
+    edges = grid_edges()
+    labels = segment_edges(edges, MERGING)
+    assert labels.max() == 20
+    assert (labels[edges >= 0.5] == 0).all()
+    tiled = segment_edges(edges, dataclasses.replace(MERGING, label_walls=True))
+    assert tiled.max() == 20 and tiled.all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_with_merging_every_drawn_cell_overlaps_exactly_one_found_cell(seed):
+    edges, true_cells = voronoi_edges(seed=seed)
+    found = segment_edges(edges, MERGING)
+    iou = iou_matrix(true_cells, found)
+    assert (iou.max(axis=1) > 0.5).all()
+    assert found.max() == true_cells.max()
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_merge_threshold_outside_0_1_is_rejected(value):
+    with pytest.raises(ValueError, match="merge_threshold"):
+        SegmentParams(merge_threshold=value)

@@ -63,12 +63,29 @@ def test_a_number_of_views_that_is_not_1_2_4_or_8_is_a_usage_error(tiny_model, i
     assert not (tmp_path / "out").exists()
 
 
-def test_settings_give_the_pipeline_their_threshold_area_views_and_inversion(tmp_path):
+def test_merging_flags_change_the_segmentation_and_bad_values_are_usage_errors(tiny_model, images, tmp_path):
+    labels = {}
+    for name, flags in (("merged", ["--merge-threshold", "0.9", "--marker-h", "1"]),
+                        ("unmerged", ["--merge-threshold", "0", "--marker-h", "1"])):
+        result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(tmp_path / name),
+                                     "--model", str(tiny_model), *flags])
+        assert result.exit_code == 0, result.output
+        labels[name] = tifffile.imread(tmp_path / name / "slice0_labels.tif")
+    assert labels["merged"].max() < labels["unmerged"].max()
+    result = runner.invoke(app, ["segment", str(images), "--out", str(tmp_path / "bad"),
+                                 "--model", str(tiny_model), "--merge-threshold", "1.5"])
+    assert result.exit_code == 2
+    assert "merge_threshold must be in [0, 1]" in result.output
+
+
+def test_settings_give_the_pipeline_their_threshold_area_markers_merging_views_and_inversion(tmp_path):
     config = tmp_path / "luigi.cfg"
-    config.write_text("[cellpipe]\nviews = 4\nedge_threshold = 0.3\n")
-    settings = Settings.load({"min_area": 50}, config_path=config, environ={"CELLPIPE_INVERT": "true"})
+    config.write_text("[cellpipe]\nviews = 4\nedge_threshold = 0.3\nmarker_h = 12\n")
+    settings = Settings.load({"min_area": 50}, config_path=config,
+                             environ={"CELLPIPE_INVERT": "true", "CELLPIPE_MERGE_THRESHOLD": "0.7"})
     assert settings.pipeline_params() == PipelineParams(
-        invert="true", views=4, segment=SegmentParams(threshold=0.3, min_area=50)
+        invert="true", views=4,
+        segment=SegmentParams(threshold=0.3, min_area=50, marker_h=12.0, merge_threshold=0.7),
     )
     assert Settings.load(config_path=tmp_path / "none.cfg", environ={}).pipeline_params() == PipelineParams()
 
@@ -78,3 +95,6 @@ def test_stored_parameters_give_back_the_pipeline_parameters_they_came_from():
     assert PipelineParams.from_dict(params.as_dict()) == params
     written_before_views = {"invert": "auto", "segment": SegmentParams().as_dict()}
     assert PipelineParams.from_dict(written_before_views).views == 1
+    before_merging = {k: v for k, v in SegmentParams(merge_threshold=0.6).as_dict().items() if k != "merge_threshold"}
+    old = PipelineParams.from_dict({"invert": "auto", "segment": before_merging})
+    assert old.segment.merge_threshold == 0.0  # made without merging, whatever today's default
