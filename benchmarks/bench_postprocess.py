@@ -8,6 +8,10 @@ synthetic edge map with :mod:`cellpipe.synthetic` and times, side by side, in on
                              persistent maxima in Cython)
 - watershed:   ``skimage.segmentation.watershed`` and :func:`cellpipe.segment.watershed`
                on the SAME uint8 elevation, markers and mask (labels checked identical)
+- merge:       mean-boundary agglomeration of the whole-map flood at
+               ``merge_threshold`` (the default's, else 0.6): ``skimage.graph.rag_boundary``
+               + ``merge_hierarchical`` (its documented recipe) and
+               :func:`cellpipe.agglomerate.merge_weak_boundaries` (partitions checked equal)
 - statistics:  ``skimage.measure.regionprops_table`` and
                :func:`cellpipe.measure.regionprops_table` on the SAME labels and intensity
                image (values checked equal)
@@ -27,10 +31,12 @@ import time
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import graph as skimage_graph
 from skimage.feature import peak_local_max
 from skimage.measure import regionprops_table as skimage_regionprops_table
 from skimage.segmentation import watershed as skimage_watershed
 
+from cellpipe.agglomerate import merge_weak_boundaries
 from cellpipe.measure import regionprops_table
 from cellpipe.segment import SegmentParams, cell_markers, quantise_edges, watershed
 from cellpipe.synthetic import synthetic_cells
@@ -62,6 +68,27 @@ def skimage_markers(interior: np.ndarray) -> np.ndarray:
     return markers
 
 
+def skimage_merge(labels: np.ndarray, edges: np.ndarray, threshold: float) -> np.ndarray:
+    """Mean-boundary hierarchical merging, scikit-image's recipe (its RAG merging example)."""
+
+    def weight_boundary(rag, src, dst, neighbour):
+        default = {"weight": 0.0, "count": 0}
+        src_edge, dst_edge = rag[src].get(neighbour, default), rag[dst].get(neighbour, default)
+        count = src_edge["count"] + dst_edge["count"]
+        weight = (src_edge["count"] * src_edge["weight"] + dst_edge["count"] * dst_edge["weight"]) / count
+        return {"count": count, "weight": weight}
+
+    rag = skimage_graph.rag_boundary(labels, edges)
+    return skimage_graph.merge_hierarchical(labels, rag, threshold, rag_copy=False, in_place_merge=True,
+                                            merge_func=lambda rag, src, dst: None, weight_func=weight_boundary)
+
+
+def same_partition(first: np.ndarray, second: np.ndarray) -> bool:
+    """Return whether two label images group the pixels the same way, whatever the label values."""
+    pairs = np.unique(np.stack([first.ravel(), second.ravel()]), axis=1).shape[1]
+    return pairs == np.unique(first).size == np.unique(second).size
+
+
 def read_bandwidth(*buffers: np.ndarray, repeats: int) -> float:
     """Return bytes/s of reading ``buffers`` once with numpy's vectorised sum."""
     total = sum(b.nbytes for b in buffers)
@@ -86,6 +113,13 @@ def bench_size(side: int, repeats: int) -> list[tuple[str, float, float]]:
     if not np.array_equal(sk_labels, labels):
         raise SystemExit(f"{side}²: watershed labels differ from scikit-image's")
 
+    merge_threshold = params.merge_threshold or 0.6
+    flooded = watershed(elevation, markers)
+    t_sk_merge, sk_merged = best_time(lambda: skimage_merge(flooded, edges, merge_threshold), 1)
+    t_merge, merged = best_time(lambda: merge_weak_boundaries(flooded, edges, merge_threshold), repeats)
+    if not same_partition(sk_merged, merged):
+        raise SystemExit(f"{side}²: merged regions differ from scikit-image's")
+
     intensity = sample.image
     t_sk_stats, sk_table = best_time(
         lambda: skimage_regionprops_table(labels, intensity, properties=PROPERTIES), max(1, repeats // 2)
@@ -100,7 +134,8 @@ def bench_size(side: int, repeats: int) -> list[tuple[str, float, float]]:
     print(f"\n{side}×{side}  ({megapixels:.1f} MP, {n_cells} cells, labels {labels.dtype}, "
           f"intensity {intensity.dtype})")
     print(f"  {'stage':<11} {'scikit-image':>13} {'cellpipe':>10} {'ratio':>7} {'cellpipe ms/MP':>15}")
-    rows = [("markers", t_sk_markers, t_markers), ("watershed", t_sk_ws, t_ws), ("statistics", t_sk_stats, t_stats)]
+    rows = [("markers", t_sk_markers, t_markers), ("watershed", t_sk_ws, t_ws), ("merge", t_sk_merge, t_merge),
+            ("statistics", t_sk_stats, t_stats)]
     for stage, theirs, ours in rows:
         print(f"  {stage:<11} {theirs * 1e3:>10.1f} ms {ours * 1e3:>7.1f} ms {theirs / ours:>6.1f}× "
               f"{ours * 1e3 / megapixels:>15.2f}")
