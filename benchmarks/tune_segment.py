@@ -20,7 +20,8 @@ is chosen on them.
     .venv/bin/python benchmarks/tune_segment.py --fold build/folds/0/model.keras:0-4 \
         --fold build/folds/1/model.keras:5-9 ... --views 1 2 4 8 [--record]
 
-``--record`` writes the held-out scores of the current defaults into the model's card
+``--check-only`` skips the search and scores the current defaults only. ``--record``
+writes the held-out scores of the current defaults into the model's card
 (``metrics.held_out_segmentation``), so the card says what users of the model get.
 
 This is how the defaults of :class:`cellpipe.segment.SegmentParams` and
@@ -139,11 +140,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--check-ids", default="20-24", help="held-out slices scored after the choice")
     parser.add_argument("--record", action="store_true", help="write the defaults' held-out scores into the card")
     parser.add_argument("--views", type=int, nargs="+", default=[1], help="test-time view counts to compare")
+    parser.add_argument("--check-only", action="store_true", help="only score the current defaults on --check-ids")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes scoring the grid")
     args = parser.parse_args(argv)
     if not (args.data / "train").is_dir():
         parser.error(f"{args.data}/train not found: this script needs the shared ISBI 2012 data")
 
+    check = baselines.read_slices(args.data, parse_ids(args.check_ids))
+    check_truths = [s.truth for s in check]
+    segmenter = CellSegmenter(args.model, PipelineParams())
+    if not args.check_only:
+        views, params = choose(args)
+        chosen = segmenter.with_params(PipelineParams(views=views))
+        print(f"held-out slices {args.check_ids}, model {segmenter.model_path}:")
+        check_maps = edge_maps(chosen, [s.image for s in check])
+        print(f"  chosen   {views} view(s) " + describe(params, scores(check_maps, check_truths, params)))
+    default_views = segmenter.params.views
+    defaults = scores(edge_maps(segmenter, [s.image for s in check]), check_truths, SegmentParams())
+    print(f"  defaults {default_views} view(s) " + describe(SegmentParams(), defaults))
+    if args.record:
+        record(segmenter.model_path, args.check_ids, default_views, defaults)
+
+
+def choose(args: argparse.Namespace) -> tuple[int, SegmentParams]:
+    """Return the view count and parameters with the best mean V_rand on the tuning maps."""
     source = ", ".join(f"{m}:{','.join(ids)}" for m, ids in args.fold) if args.fold else f"slices {args.tune_ids}"
     winners = []
     for views in sorted(args.views):
@@ -156,21 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     best_v_rand = max(values["v_rand"] for _, values, _ in winners)
     views, values, params = next(w for w in winners if w[1]["v_rand"] >= best_v_rand - TIE)
     print(f"chosen: {views} view(s), " + describe(params, values))
-
-    segmenter = CellSegmenter(args.model, PipelineParams(views=views))
-    check = baselines.read_slices(args.data, parse_ids(args.check_ids))
-    check_truths = [s.truth for s in check]
-    print(f"held-out slices {args.check_ids}, model {segmenter.model_path}:")
-    check_maps = edge_maps(segmenter, [s.image for s in check])
-    print(f"  chosen   {views} view(s) " + describe(params, scores(check_maps, check_truths, params)))
-    default_views = PipelineParams().views
-    if default_views != views:
-        segmenter = segmenter.with_params(PipelineParams())
-        check_maps = edge_maps(segmenter, [s.image for s in check])
-    defaults = scores(check_maps, check_truths, SegmentParams())
-    print(f"  defaults {default_views} view(s) " + describe(SegmentParams(), defaults))
-    if args.record:
-        record(segmenter.model_path, args.check_ids, default_views, defaults)
+    return views, params
 
 
 def record(model_path: Path, check_ids: str, views: int, values: dict[str, float]) -> None:
