@@ -277,40 +277,46 @@ class SegmentParams:
     Attributes
     ----------
     threshold : float
-        Edge probability at or above which a pixel is a cell wall. Default 0.1: a
-        low threshold keeps faint walls closed, so cells do not merge through gaps
-        (the three defaults were tuned together for the shipped model on ISBI 2012
-        slices 0–19 with ``benchmarks/tune_segment.py``).
+        Edge probability at or above which a pixel is a cell wall. Default 0.5.
     marker_h : float
         ``h`` of :func:`cell_markers`: how far, in pixels, a distance peak must rise
-        above its saddle to seed a cell of its own. Default 32.0: a closed interior is
-        split only where it narrows to a neck much thinner than both of its lobes
-        (a gap in a wall), not where an elongated or irregular cell has several
-        distance peaks; small values over-segment such cells.
+        above its saddle to seed a cell of its own. Default 2.0: every distinct peak
+        seeds a region, and merging (``merge_threshold``) joins the regions of one
+        cell again. Without merging, use a large ``h`` (e.g. 32): a closed interior is
+        then split only where it narrows to a neck much thinner than both of its lobes,
+        and elongated or irregular cells with several distance peaks stay whole.
     min_area : int
         Cells with fewer pixels are dropped: their pixels become 0 (wall/background),
-        they are not given to a neighbour. Default 16.
+        they are not given to a neighbour. Default 8.
     merge_threshold : float
         0 (no merging) or the mean edge probability below which the boundary between
         two neighbouring regions is not a wall: the whole map is flooded from the
         markers, neighbours meet on the ridge of edge probability between them, and
         neighbours whose ridge is weaker than this on average are merged, weakest
-        first (:func:`cellpipe.agglomerate.merge_weak_boundaries`). Merging lets
-        ``marker_h`` be small: a cell that a small ``h`` splits in two is joined
-        again (nothing of a wall runs between its parts), while cells that touch
-        through a gap in their wall keep the rest of the wall between them.
+        first (:func:`cellpipe.agglomerate.merge_weak_boundaries`). A cell that a small
+        ``marker_h`` splits in two is joined again (no wall runs between its parts),
+        while cells that touch through a gap in their wall keep the rest of the wall
+        between them. Default 0.6.
     connectivity : int
         1 (4 neighbours, default) or 2 (8 neighbours), for cell interiors and the flood.
     label_walls : bool
         False (default): wall pixels (``edge_probability >= threshold``) are 0 in the
         output and cells are their interiors. True: walls are flooded too and split
         between the cells on either side, so cells tile the image.
+
+    Notes
+    -----
+    The defaults of ``threshold``, ``marker_h``, ``min_area`` and ``merge_threshold``
+    were chosen together for the shipped model by ``benchmarks/tune_segment.py --fold``:
+    a grid search on out-of-fold edge maps of ISBI 2012 slices 0–19 (four models of
+    the shipped recipe, each predicting the five slices it was not trained on), by
+    mean V_rand; slices 20–24 stay held out.
     """
 
-    threshold: float = 0.1
-    marker_h: float = 32.0
-    min_area: int = 16
-    merge_threshold: float = 0.0
+    threshold: float = 0.5
+    marker_h: float = 2.0
+    min_area: int = 8
+    merge_threshold: float = 0.6
     connectivity: int = 1
     label_walls: bool = False
 
