@@ -186,10 +186,12 @@ def mark_interrupted_runs(bind: Bind) -> int:
     """Return how many "running" runs of this host were marked "interrupted", finished now.
 
     A run is interrupted when its process no longer exists: it was killed, or the host
-    rebooted, before :func:`finish_run`. Only runs of this host (``socket.gethostname()``)
-    with a recorded process id are checked: another host's processes cannot be seen
-    from here, and runs stored before schema revision 0003 have no process id. A
-    process of another user counts as alive. :func:`start_run` calls this first.
+    rebooted, before :func:`finish_run`. A run that started before the host's last boot
+    is interrupted even if a process now has its pid (pids are reused after a reboot).
+    Only runs of this host (``socket.gethostname()``) with a recorded process id are
+    checked: another host's processes cannot be seen from here, and runs stored before
+    schema revision 0003 have no process id. A process of another user counts as
+    alive. :func:`start_run` calls this first.
     """
     with write_transaction(bind) as connection:
         return _mark_interrupted_runs(connection)
@@ -197,11 +199,16 @@ def mark_interrupted_runs(bind: Bind) -> int:
 
 def _mark_interrupted_runs(connection: Connection) -> int:
     candidates = connection.execute(
-        select(Run.id, Run.pid).where(
+        select(Run.id, Run.pid, Run.started_at).where(
             Run.status == "running", Run.host == socket.gethostname(), Run.pid.is_not(None)
         )
     ).all()
-    gone = [run_id for run_id, pid in candidates if not _process_exists(pid)]
+    booted = boot_time()
+    gone = [
+        run_id
+        for run_id, pid, started_at in candidates
+        if (booted is not None and _as_utc(started_at) < booted) or not _process_exists(pid)
+    ]
     if not gone:
         return 0
     # status is checked again: a concurrent start_run may have marked some already.
@@ -210,6 +217,23 @@ def _mark_interrupted_runs(connection: Connection) -> int:
         .where(Run.id.in_(gone), Run.status == "running")
         .values(status="interrupted", finished_at=utc_now())
     ).rowcount
+
+
+def boot_time() -> dt.datetime | None:
+    """Return when this host last booted (UTC), or None where it cannot be told (not Linux)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            for line in stat:
+                if line.startswith("btime "):
+                    return dt.datetime.fromtimestamp(int(line.split()[1]), dt.timezone.utc)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _as_utc(moment: dt.datetime) -> dt.datetime:
+    # SQLite gives back naive datetimes; cellpipe writes them in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _process_exists(pid: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from cellpipe import db
 from cellpipe.db import Run, create_engine, head_revision, upgrade
 from cellpipe.db.schema import downgrade
+from cellpipe.db.writes import boot_time
 
 # Starts a run in its own process, says its id, then waits to be killed.
 RUN_UNTIL_KILLED = """
@@ -42,11 +44,13 @@ def dead_pid() -> int:
     return process.pid
 
 
-def add_running_run(engine: Engine, pid: int | None, host: str | None = None) -> int:
+def add_running_run(engine: Engine, pid: int | None, host: str | None = None, started_at=None) -> int:
+    values = {"started_at": started_at} if started_at else {}
     with engine.begin() as connection:
         return connection.execute(
             insert(Run)
-            .values(code_version="test", host=host or socket.gethostname(), pid=pid, parameters={}, status="running")
+            .values(code_version="test", host=host or socket.gethostname(), pid=pid, parameters={},
+                    status="running", **values)
             .returning(Run.id)
         ).scalar_one()
 
@@ -86,6 +90,15 @@ def test_a_run_of_a_live_process_stays_running(engine, live_process):
     run_id = add_running_run(engine, pid=live_process.pid)
     db.start_run(engine)
     assert status_of(engine, run_id) == "running"
+
+
+def test_a_run_from_before_the_last_boot_is_interrupted_though_its_pid_is_alive_again(engine, live_process):
+    booted = boot_time()
+    assert booted is not None, "this test needs Linux's /proc/stat"
+    before_boot = add_running_run(engine, pid=live_process.pid, started_at=booted - dt.timedelta(hours=1))
+    since_boot = add_running_run(engine, pid=live_process.pid, started_at=booted + dt.timedelta(seconds=1))
+    assert db.mark_interrupted_runs(engine) == 1
+    assert [status_of(engine, run_id) for run_id in (before_boot, since_boot)] == ["interrupted", "running"]
 
 
 def test_a_run_of_another_host_stays_running_though_its_pid_is_gone_here(engine):
