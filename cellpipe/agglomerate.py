@@ -56,7 +56,7 @@ def boundary_statistics(
     ([[1, 2]], [0.6], [1])
     """
     labels = np.asarray(labels)
-    edge_probability = np.asarray(edge_probability, dtype=np.float64)
+    edge_probability = np.asarray(edge_probability)  # summed in float64 by bincount
     if labels.shape != edge_probability.shape or labels.ndim != 2:
         raise ValueError(
             f"labels (shape {labels.shape}) and edge_probability (shape {edge_probability.shape}) "
