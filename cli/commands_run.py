@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cellpipe.cli import app
+from cellpipe.cli import app, options
 
 DATE_FORMATS = ["%Y-%m-%d"]
 #: Failed images listed in the final table (all of them are in --summary-json).
@@ -41,17 +41,11 @@ def run_command(
     scheduler_url: Optional[str] = typer.Option(
         None, "--scheduler-url", help="Shared luigid, e.g. http://scheduler-host:8082. Default: the local "
         "scheduler (1 worker) or a private luigid on a loopback port (several)."),
-    edge_threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
-    min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
-    marker_h: Optional[float] = typer.Option(
-        None, "--marker-h", help="Pixels a distance peak must rise above its saddle to seed a cell."
-    ),
-    merge_threshold: Optional[float] = typer.Option(
-        None, help="Merge neighbours whose boundary's mean edge probability is below this (0: never)."
-    ),
-    views: Optional[int] = typer.Option(
-        None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
-    ),
+    edge_threshold: Optional[float] = typer.Option(None, help=options.EDGE_THRESHOLD_HELP),
+    min_area: Optional[int] = options.MIN_AREA,
+    marker_h: Optional[float] = options.MARKER_H,
+    merge_threshold: Optional[float] = options.MERGE_THRESHOLD,
+    views: Optional[int] = options.VIEWS,
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
 ) -> None:

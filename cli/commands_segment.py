@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cellpipe.cli import app
+from cellpipe.cli import app, options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
@@ -24,17 +24,11 @@ def segment(
         None, "--invert/--no-invert", help="Invert before prediction (bright walls). Default: decide per image."
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (outlines and centroids)."),
-    threshold: Optional[float] = typer.Option(None, help="Edge probability at or above which a pixel is wall."),
-    min_area: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels."),
-    marker_h: Optional[float] = typer.Option(
-        None, "--marker-h", help="Pixels a distance peak must rise above its saddle to seed a cell."
-    ),
-    merge_threshold: Optional[float] = typer.Option(
-        None, help="Merge neighbours whose boundary's mean edge probability is below this (0: never)."
-    ),
-    views: Optional[int] = typer.Option(
-        None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
-    ),
+    threshold: Optional[float] = typer.Option(None, help=options.EDGE_THRESHOLD_HELP),
+    min_area: Optional[int] = options.MIN_AREA,
+    marker_h: Optional[float] = options.MARKER_H,
+    merge_threshold: Optional[float] = options.MERGE_THRESHOLD,
+    views: Optional[int] = options.VIEWS,
 ) -> None:
     """Segment images and write, per image, labels (uint32 TIFF, 0 = wall) and a per-cell CSV."""
     from cellpipe.io import ImageReadError, read_image

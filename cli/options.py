@@ -1,0 +1,18 @@
+"""Options that several commands share: one definition, one help text."""
+
+from typing import Optional
+
+import typer
+
+EDGE_THRESHOLD_HELP = "Edge probability at or above which a pixel is wall."
+
+MIN_AREA: Optional[int] = typer.Option(None, help="Drop cells with fewer pixels.")
+MARKER_H: Optional[float] = typer.Option(
+    None, "--marker-h", help="Pixels a distance peak must rise above its saddle to seed a cell."
+)
+MERGE_THRESHOLD: Optional[float] = typer.Option(
+    None, help="Merge neighbours whose boundary's mean edge probability is below this (0: never)."
+)
+VIEWS: Optional[int] = typer.Option(
+    None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
+)
