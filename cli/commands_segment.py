@@ -24,7 +24,9 @@ def segment(
         None, "--invert/--no-invert", help="Invert before prediction (bright walls). Default: decide per image."
     ),
     overlay: bool = typer.Option(False, "--overlay", help="Also write <stem>_overlay.png (outlines and centroids)."),
-    threshold: Optional[float] = typer.Option(None, help=options.EDGE_THRESHOLD_HELP),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", "--edge-threshold", help=options.EDGE_THRESHOLD_HELP + " (--edge-threshold as on run)"
+    ),
     min_area: Optional[int] = options.MIN_AREA,
     marker_h: Optional[float] = options.MARKER_H,
     merge_threshold: Optional[float] = options.MERGE_THRESHOLD,

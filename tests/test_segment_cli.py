@@ -78,6 +78,20 @@ def test_merging_flags_change_the_segmentation_and_bad_values_are_usage_errors(t
     assert "merge_threshold must be in [0, 1]" in result.output
 
 
+def test_segment_takes_the_edge_threshold_under_runs_name_too(tiny_model, images, tmp_path):
+    labels = {}
+    for flag in ("--threshold", "--edge-threshold"):
+        out = tmp_path / flag.strip("-")
+        result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(out),
+                                     "--model", str(tiny_model), flag, "0.9"])
+        assert result.exit_code == 0, result.output
+        labels[flag] = tifffile.imread(out / "slice0_labels.tif")
+    assert np.array_equal(labels["--threshold"], labels["--edge-threshold"])
+    result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(tmp_path / "bad"),
+                                 "--model", str(tiny_model), "--edge-threshold", "0"])
+    assert result.exit_code == 2 and "threshold must be in (0, 1]" in result.output
+
+
 def test_settings_give_the_pipeline_their_threshold_area_markers_merging_views_and_inversion(tmp_path):
     config = tmp_path / "luigi.cfg"
     config.write_text("[cellpipe]\nviews = 4\nedge_threshold = 0.3\nmarker_h = 12\n")
