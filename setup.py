@@ -60,8 +60,7 @@ def packages():
         for init in (HERE / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(HERE / folder).parts
             names.append(".".join((package, *rel)))
-    for package in DATA_PACKAGES:
-        names.append(package)
+    names += list(DATA_PACKAGES)
     names += [f"cellpipe.models.{d.name}" for d in (HERE / "cellpipe" / "models").iterdir() if d.is_dir()]
     return sorted(set(names))
 

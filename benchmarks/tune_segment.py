@@ -93,13 +93,13 @@ def parse_fold(spec: str) -> tuple[Path, list[str]]:
     return Path(model), parse_ids(ids)
 
 
-def tuning_maps(args: argparse.Namespace, pipeline: PipelineParams) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Return the edge maps the choice is made on and their ground truths."""
-    pairs = args.fold or [(args.model, parse_ids(args.tune_ids))]
+def tuning_maps(
+    sources: Sequence[tuple[CellSegmenter, list[baselines.Slice]]], views: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Return the edge maps the choice is made on, with ``views`` views, and their ground truths."""
     maps, truths = [], []
-    for model, ids in pairs:
-        slices = baselines.read_slices(args.data, ids)
-        maps += edge_maps(CellSegmenter(model, pipeline), [s.image for s in slices])
+    for segmenter, slices in sources:
+        maps += edge_maps(segmenter.with_params(PipelineParams(views=views)), [s.image for s in slices])
         truths += [s.truth for s in slices]
     return maps, truths
 
@@ -149,25 +149,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     check = baselines.read_slices(args.data, parse_ids(args.check_ids))
     check_truths = [s.truth for s in check]
     segmenter = CellSegmenter(args.model, PipelineParams())
+    check_maps: dict[int, list[np.ndarray]] = {}  # by view count: each predicted once
+
+    def maps_of(views: int) -> list[np.ndarray]:
+        if views not in check_maps:
+            check_maps[views] = edge_maps(segmenter.with_params(PipelineParams(views=views)), [s.image for s in check])
+        return check_maps[views]
+
     if not args.check_only:
-        views, params = choose(args)
-        chosen = segmenter.with_params(PipelineParams(views=views))
+        views, params = choose(args, segmenter)
         print(f"held-out slices {args.check_ids}, model {segmenter.model_path}:")
-        check_maps = edge_maps(chosen, [s.image for s in check])
-        print(f"  chosen   {views} view(s) " + describe(params, scores(check_maps, check_truths, params)))
+        print(f"  chosen   {views} view(s) " + describe(params, scores(maps_of(views), check_truths, params)))
     default_views = segmenter.params.views
-    defaults = scores(edge_maps(segmenter, [s.image for s in check]), check_truths, SegmentParams())
+    defaults = scores(maps_of(default_views), check_truths, SegmentParams())
     print(f"  defaults {default_views} view(s) " + describe(SegmentParams(), defaults))
     if args.record:
         record(segmenter.model_path, args.check_ids, default_views, defaults)
 
 
-def choose(args: argparse.Namespace) -> tuple[int, SegmentParams]:
-    """Return the view count and parameters with the best mean V_rand on the tuning maps."""
+def choose(args: argparse.Namespace, segmenter: CellSegmenter) -> tuple[int, SegmentParams]:
+    """Return the view count and parameters with the best mean V_rand on the tuning maps.
+
+    The maps are the fold models' out-of-fold maps, else ``segmenter``'s maps of ``--tune-ids``.
+    """
     source = ", ".join(f"{m}:{','.join(ids)}" for m, ids in args.fold) if args.fold else f"slices {args.tune_ids}"
+    sources = [
+        (CellSegmenter(model), baselines.read_slices(args.data, ids)) for model, ids in args.fold
+    ] if args.fold else [(segmenter, baselines.read_slices(args.data, parse_ids(args.tune_ids)))]
     winners = []
     for views in sorted(args.views):
-        maps, truths = tuning_maps(args, PipelineParams(views=views))
+        maps, truths = tuning_maps(sources, views)
         ranked = grid_search(maps, truths, args.jobs)
         print(f"{views} view(s), tuned on {source}; {len(ranked)} combinations:", flush=True)
         for values, params in ranked[:10]:
