@@ -29,12 +29,17 @@ by a network trained, with the same budget, on the other tuning slices (cached t
 ``--also-views`` adds rows for cellpipe with test-time augmentation, an option that is
 not the default (see ``PipelineParams.views``).
 
+``--per-source`` scores instead every source of the generalist's mix (EM, nuclei, foam,
+tissue) at 0.5x, 1x and 2x beside a classical baseline per source, and counts the cells
+of the seed samples (:mod:`accuracy_sources`).
+
 Never run by the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -177,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--folds", nargs="*", default=[], help="tune (b) on out-of-fold maps of these folds of --tune-ids")
     parser.add_argument("--skip-old", action="store_true", help="leave out (b), e.g. before its U-Net is trained")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    parser.add_argument("--per-source", action="store_true", help="score every source and scale of the generalist's mix")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder")
     parser.add_argument(
         "--also-views", type=int, nargs="*", default=[],
         help="also score cellpipe with these test-time augmentation views (options, not the default)",
@@ -185,7 +192,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if overlap := set(parse_ids(args.tune_ids)) & set(parse_ids(args.test_ids)):
         parser.error(f"slices {sorted(overlap, key=int)} are both tuned on and scored")
 
-    from cellpipe.pipeline import CellSegmenter, PipelineParams
+    from cellpipe.pipeline import CellSegmenter
+
+    if args.per_source:
+        import accuracy_sources
+
+        segmenter = CellSegmenter(args.model)
+        print(f"model {segmenter.model_path}; test items of every source; defaults, no hint")
+        results = accuracy_sources.run(segmenter, args.shared)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return
 
     tune_slices = baselines.read_slices(args.data, parse_ids(args.tune_ids))
     test_slices = baselines.read_slices(args.data, parse_ids(args.test_ids))
@@ -200,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     rows["(c) cellpipe default"], notes["(c)"] = run_cellpipe(segmenter, tune_slices, test_slices)
     for views in args.also_views:
-        option = segmenter.with_params(PipelineParams(views=views))
+        option = segmenter.with_params(dataclasses.replace(segmenter.params, views=views))
         rows[f"(c) cellpipe --views {views}"], notes[f"(c) views={views}"] = run_cellpipe(
             option, tune_slices, test_slices
         )

@@ -12,6 +12,7 @@ scoring script share, so the three can never disagree on what "segment an image"
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -23,8 +24,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from cellpipe.measure import regionprops_table
+from cellpipe.scale import RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
 from cellpipe.segment import SegmentParams, segment_edges
 from cellpipe.views import check_views
+
+#: Most network passes spent on one image while estimating its cell scale.
+MAX_SCALE_PASSES = 3
+# Channels of a three-class model's output (cellpipe.unet.targets, kept TensorFlow-free here).
+INTERIOR, BACKGROUND = 0, 2
 
 #: Accepted values of :attr:`PipelineParams.invert`.
 INVERT_CHOICES = ("auto", "true", "false")
@@ -47,6 +54,14 @@ class PipelineParams:
         Test-time augmentation: edge maps of this many mirrored/rotated views of the
         image are averaged (see :func:`cellpipe.unet.predict_edges`). Each view costs
         one prediction. Default 1.
+    cell_diameter : float, optional
+        Median cell diameter in pixels of the images, for a model with a training scale
+        (its card's ``scale``): images are resampled so their cells match the model's.
+        ``None`` (default): estimated per image (:mod:`cellpipe.scale`).
+    scale_probe : float
+        Resampling factor of the first pass of the scale estimate: 1.0 (default) predicts
+        at native scale first, 0.5 on a half-size copy (cheaper, sees large cells better;
+        ``benchmarks/bench_scale.py`` measures which is right more often).
     tile, overlap, batch_size : int
         Tiled inference (see :func:`cellpipe.unet.predict_edges`). They change speed and
         memory, not results beyond float rounding, so they are not part of
@@ -56,6 +71,8 @@ class PipelineParams:
     invert: str = "auto"
     segment: SegmentParams = field(default_factory=SegmentParams)
     views: int = 1
+    cell_diameter: float | None = None
+    scale_probe: float = 1.0
     tile: int = 512
     overlap: int = 32
     batch_size: int = 2
@@ -66,10 +83,25 @@ class PipelineParams:
             raise ValueError(f"invert must be one of {INVERT_CHOICES}, got {self.invert!r}")
         object.__setattr__(self, "invert", invert)
         check_views(self.views)
+        if self.cell_diameter is not None:
+            if not self.cell_diameter > 0:
+                raise ValueError(f"cell_diameter must be a positive number of pixels, got {self.cell_diameter!r}")
+            object.__setattr__(self, "cell_diameter", float(self.cell_diameter))
+        if not 0.1 <= self.scale_probe <= 1.0:
+            raise ValueError(f"scale_probe must be in [0.1, 1], got {self.scale_probe!r}")
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the parameters that decide the result (JSON-serialisable)."""
-        return {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
+        """Return the parameters that decide the result (JSON-serialisable).
+
+        ``cell_diameter`` appears only when given, so that parameters stored before it
+        existed keep their hash.
+        """
+        values = {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
+        if self.cell_diameter is not None:
+            values["cell_diameter"] = self.cell_diameter
+        if self.scale_probe != 1.0:
+            values["scale_probe"] = self.scale_probe
+        return values
 
     @classmethod
     def from_dict(cls, parameters: Mapping[str, Any]) -> "PipelineParams":
@@ -82,6 +114,8 @@ class PipelineParams:
             invert=parameters["invert"],
             segment=SegmentParams(**{"merge_threshold": 0.0, **parameters["segment"]}),
             views=parameters.get("views", 1),
+            cell_diameter=parameters.get("cell_diameter"),
+            scale_probe=parameters.get("scale_probe", 1.0),
         )
 
 
@@ -100,7 +134,12 @@ class CellResult:
     inverted : bool
         Whether the image was inverted before prediction.
     timings : dict of str to float
-        Seconds spent in each stage: ``contrast``, ``predict``, ``segment``, ``measure``.
+        Seconds spent in each stage: ``contrast``, ``predict`` (every network pass, the
+        scale estimate's included), ``segment``, ``measure``.
+    scale : cellpipe.scale.ScaleChoice
+        The cell diameter and resampling factor the image was segmented at.
+    background : ndarray of bool or None
+        Pixels the model took for background (no cell); None for an edge model.
     """
 
     labels: np.ndarray
@@ -108,11 +147,40 @@ class CellResult:
     edge_probability: np.ndarray
     inverted: bool
     timings: dict[str, float]
+    scale: ScaleChoice = field(default_factory=lambda: ScaleChoice(None, 1.0, "native"))
+    background: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
         """Return the number of cells found."""
         return int(self.cells["label"].size)
+
+
+@dataclass
+class Prediction:
+    """What :meth:`CellSegmenter.predict` computed for one image, before per-cell statistics.
+
+    Attributes
+    ----------
+    maps : ndarray of float32, shape (h, w, C)
+        Network output at the scale it was predicted at (``scale.factor`` times the image).
+    shape : (int, int)
+        The image's own shape.
+    scale : cellpipe.scale.ScaleChoice
+    inverted : bool
+    labels, edge_probability, background : ndarray
+        As in :class:`CellResult`, at the image's own pixels.
+    timings : dict of str to float
+    """
+
+    maps: np.ndarray
+    shape: tuple[int, int]
+    scale: ScaleChoice
+    inverted: bool
+    labels: np.ndarray
+    edge_probability: np.ndarray
+    background: np.ndarray | None
+    timings: dict[str, float]
 
 
 class CellSegmenter:
@@ -123,7 +191,8 @@ class CellSegmenter:
     model_path : path, optional
         ``.keras`` model with its JSON card next to it; ``None`` is the shipped default.
     params : PipelineParams, optional
-        Default ``PipelineParams()``.
+        Default: ``PipelineParams()`` with the post-processing parameters tuned for the
+        model (its card's ``postprocessing``), where it has them.
 
     Attributes
     ----------
@@ -138,11 +207,15 @@ class CellSegmenter:
         # measures or stores cells does not pay for it.
         from cellpipe.unet import DEFAULT_MODEL_PATH, EdgePredictor, load_model
 
-        self.params = params or PipelineParams()
         path = Path(model_path) if model_path else DEFAULT_MODEL_PATH
         self.model_path = path / "model.keras" if path.is_dir() else path
         model, self.card = load_model(self.model_path)
+        self.params = params or PipelineParams(segment=self.tuned_segment_params())
         self._predictor = EdgePredictor(model)
+
+    def tuned_segment_params(self) -> SegmentParams:
+        """Return the model card's tuned post-processing parameters (library defaults where it has none)."""
+        return card_segment_params(self.card.postprocessing)
 
     @property
     def model_sha256(self) -> str:
@@ -157,7 +230,27 @@ class CellSegmenter:
         return clone
 
     def __call__(self, image: np.ndarray) -> CellResult:
-        """Return the cells of ``image`` (2-D, as read by :func:`cellpipe.io.read_image`)."""
+        """Return the cells of ``image`` (2-D, as read by :func:`cellpipe.io.read_image`).
+
+        A model with a training scale (``card.scale``) sees the image resampled so that
+        its cells have the training diameter: the given ``params.cell_diameter``, or the
+        median cell of a first pass at native scale (a second pass follows when that is
+        off by more than :data:`cellpipe.scale.RESAMPLE_TOLERANCE`, a third when the
+        second pass still disagrees). Labels are always at the image's own pixels.
+        """
+        prediction = self.predict(image)
+        started = time.perf_counter()
+        cells = regionprops_table(prediction.labels, intensity_image=np.asarray(image))
+        prediction.timings["measure"] = _lap(started)
+        return CellResult(prediction.labels, cells, prediction.edge_probability, prediction.inverted,
+                          prediction.timings, prediction.scale, prediction.background)
+
+    def predict(self, image: np.ndarray) -> "Prediction":
+        """Return the network maps and labels of ``image``, without per-cell statistics.
+
+        :meth:`relabel` segments the same maps again with other post-processing
+        parameters, without another network pass (what ``cellpipe model tune`` does).
+        """
         from cellpipe.preprocess import guess_invert
         from cellpipe.unet import model_input
 
@@ -167,31 +260,86 @@ class CellSegmenter:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         if self.params.invert == "auto":
-            inverted = guess_invert(image) == self.card.dark_walls
+            # A model trained on both polarities takes every image as it is.
+            inverted = False if self.card.any_polarity else guess_invert(image) == self.card.dark_walls
         else:
             inverted = self.params.invert == "true"
         network_input = model_input(image, self.card, invert=inverted)
         timings["contrast"] = _lap(started)
 
+        timings["predict"] = timings["segment"] = 0.0
+        training_diameter = self.card.cell_diameter
+        given = self.params.cell_diameter
+        if training_diameter is None or given is not None:
+            factor = scale_factor(given, training_diameter)
+            scale = ScaleChoice(given, factor, "native" if training_diameter is None else "given")
+            maps = self._maps(network_input, factor, timings)
+            labels, background, edges = self._labels(maps, factor, image.shape, timings)
+        else:
+            # Predict at native scale, measure the cells found, and resample and predict
+            # again while they are off the model's size (at most MAX_SCALE_PASSES passes).
+            factor, passes = self.params.scale_probe, 0
+            while True:
+                maps = self._maps(network_input, factor, timings)
+                labels, background, edges = self._labels(maps, factor, image.shape, timings)
+                passes += 1
+                diameter = diameter_of_labels(labels, min_area=self.params.segment.min_area)
+                wanted = scale_factor(diameter, training_diameter)
+                if diameter is None or passes == MAX_SCALE_PASSES or (
+                    max(wanted, factor) / min(wanted, factor) <= RESAMPLE_TOLERANCE
+                ):
+                    break
+                factor = wanted
+            scale = ScaleChoice(diameter, factor, "estimated", passes)
+        return Prediction(maps, image.shape, scale, bool(inverted), labels, edges, background, timings)
+
+    def relabel(self, prediction: "Prediction", segment: SegmentParams) -> np.ndarray:
+        """Return the labels of ``prediction``'s maps segmented with ``segment`` parameters."""
+        timings = {"segment": 0.0}
+        labels, _, _ = self._labels(prediction.maps, prediction.scale.factor, prediction.shape, timings, segment)
+        return labels
+
+    def _maps(self, network_input: np.ndarray, factor: float, timings: dict[str, float]) -> np.ndarray:
         started = time.perf_counter()
-        edge_probability = self._predictor(
-            network_input,
+        maps = self._predictor.maps(
+            resample(network_input, factor),
             tile=self.params.tile,
             overlap=self.params.overlap,
             batch_size=self.params.batch_size,
             views=self.params.views,
         )
-        np.clip(edge_probability, 0.0, 1.0, out=edge_probability)
-        timings["predict"] = _lap(started)
+        np.clip(maps, 0.0, 1.0, out=maps)
+        timings["predict"] += _lap(started)
+        return maps
 
+    def _labels(self, maps: np.ndarray, factor: float, shape, timings: dict[str, float], segment=None):
+        # Cells smaller than the model's size (factor > 1) are segmented where the model
+        # saw them and the labels brought back by nearest neighbour; larger cells on
+        # maps brought back to native pixels, so their outlines stay smooth.
         started = time.perf_counter()
-        labels = segment_edges(edge_probability, self.params.segment)
-        timings["segment"] = _lap(started)
+        params = self.params.segment if segment is None else segment
+        if factor > 1.0:
+            params = dataclasses.replace(params, min_area=int(round(params.min_area * factor**2)))
+        else:
+            maps = maps_to_shape(maps, shape)
+        if maps.shape[-1] == 1:
+            edge_probability, background = maps[..., 0], None
+        else:
+            edge_probability = np.ascontiguousarray(1.0 - maps[..., INTERIOR])
+            background = maps[..., BACKGROUND] >= 0.5
+        labels = segment_edges(edge_probability, params, background=background)
+        if factor > 1.0:
+            labels = labels_to_shape(labels, shape)
+            edge_probability = maps_to_shape(edge_probability, shape)
+            background = None if background is None else labels_to_shape(background, shape)
+        timings["segment"] += _lap(started)
+        return labels, background, edge_probability
 
-        started = time.perf_counter()
-        cells = regionprops_table(labels, intensity_image=image)
-        timings["measure"] = _lap(started)
-        return CellResult(labels, cells, edge_probability, bool(inverted), timings)
+
+def card_segment_params(postprocessing: Mapping[str, Any] | None) -> SegmentParams:
+    """Return :class:`SegmentParams` from a card's ``postprocessing`` (defaults for missing fields)."""
+    known = {f.name for f in dataclasses.fields(SegmentParams)}
+    return SegmentParams(**{k: v for k, v in (postprocessing or {}).items() if k in known})
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -211,5 +359,7 @@ __all__ = [
     "CellResult",
     "CellSegmenter",
     "PipelineParams",
+    "Prediction",
+    "card_segment_params",
     "file_sha256",
 ]

@@ -352,7 +352,7 @@ def quantise_edges(edge_probability: np.ndarray, threshold: float) -> np.ndarray
 
 
 def segment_edges(
-    edge_probability: np.ndarray, params: SegmentParams | None = None
+    edge_probability: np.ndarray, params: SegmentParams | None = None, *, background: np.ndarray | None = None
 ) -> np.ndarray:
     """Return the cell labels of an edge-probability map: 0 = wall/background, 1..N cells.
 
@@ -373,6 +373,11 @@ def segment_edges(
         Probability of a cell wall at each pixel, in [0, 1] (high on walls).
     params : SegmentParams, optional
         Default: ``SegmentParams()``.
+    background : (M, N) ndarray of bool, optional
+        Pixels that belong to no cell (a three-class model's background). They are 0 in
+        the output whatever else holds, ``label_walls`` included: no cell is ever made of
+        background. The edge map should be high there too (``1 - P(interior)``), so that
+        no marker starts in it and no merge crosses it.
 
     Returns
     -------
@@ -393,6 +398,14 @@ def segment_edges(
     params = SegmentParams() if params is None else params
     edge_probability = _check_edge_probability(edge_probability)
     interior = edge_probability < params.threshold
+    if background is not None:
+        background = np.asarray(background, dtype=bool)
+        if background.shape != edge_probability.shape:
+            raise ValueError(
+                f"background (shape {background.shape}) must have the shape of edge_probability "
+                f"(shape {edge_probability.shape})"
+            )
+        interior &= ~background
     markers = _interior_markers(interior, params.marker_h, params.connectivity)
     elevation = quantise_edges(edge_probability, params.threshold)
     elevation[markers != 0] = 0
@@ -409,6 +422,8 @@ def segment_edges(
             mask=None if params.label_walls else interior,
             connectivity=params.connectivity,
         )
+    if background is not None:
+        cells[background] = 0
     areas = np.bincount(cells.ravel(), minlength=int(markers.max(initial=0)) + 1)
     keep = (areas >= params.min_area) & (areas > 0)  # merged-away labels have no pixels
     keep[0] = False

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from cellpipe.unet import model as unet_model
 from cellpipe.unet.model import ModelCard, UNetConfig
+from cellpipe.unet.targets import INTERIOR
 from cellpipe.views import check_views, from_view, to_view
 
 #: Tile side in pixels: large tiles amortise per-call overhead and waste less on overlap.
@@ -61,18 +62,42 @@ class EdgePredictor:
         batch_size: int = DEFAULT_BATCH,
         views: int = 1,
     ) -> np.ndarray:
-        """Return the edge probability of ``image``; see :func:`predict_edges`."""
+        """Return the edge probability of ``image``; see :func:`predict_edges`.
+
+        For a three-class model the edge probability is ``1 - P(interior)``: walls and
+        background both bound cells.
+        """
+        maps = self.maps(image, tile=tile, overlap=overlap, batch_size=batch_size, views=views)
+        if self.config.classes == 1:
+            return maps[..., 0]
+        # Everything that is not cell interior bounds a cell: walls and background.
+        return np.ascontiguousarray(1.0 - maps[..., INTERIOR])
+
+    def maps(
+        self,
+        image: np.ndarray,
+        *,
+        tile: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        batch_size: int = DEFAULT_BATCH,
+        views: int = 1,
+    ) -> np.ndarray:
+        """Return the network's output maps of ``image``: float32, shape ``(H, W, classes)``.
+
+        One channel (edge probability) for an edge model; three (interior, wall,
+        background probabilities, summing to 1) for a three-class model.
+        """
         image = _checked_image(image)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         views = check_views(views)
         if views == 1:
             return self._predict(image, tile, overlap, batch_size)
-        edge_probability = np.zeros(image.shape, np.float32)
+        maps = np.zeros((*image.shape, self.config.classes), np.float32)
         for index in range(views):
-            edge_probability += from_view(self._predict(to_view(image, index), tile, overlap, batch_size), index)
-        edge_probability /= views
-        return edge_probability
+            maps += from_view(self._predict(to_view(image, index), tile, overlap, batch_size), index)
+        maps /= views
+        return maps
 
     def _predict(self, image: np.ndarray, tile: int, overlap: int, batch_size: int) -> np.ndarray:
         plan = self.plan(image.shape, tile=tile, overlap=overlap)
@@ -81,17 +106,17 @@ class EdgePredictor:
         wy = [tile_weights(tile, overlap, i > 0, i < len(ys) - 1) for i in range(len(ys))]
         wx = [tile_weights(tile, overlap, j > 0, j < len(xs) - 1) for j in range(len(xs))]
         network = self._function(tile)
-        edge_probability = np.zeros(padded.shape, np.float32)
+        maps = np.zeros((*padded.shape, self.config.classes), np.float32)
         for batch in _batches(((i, j) for i in range(len(ys)) for j in range(len(xs))), batch_size):
             tiles = np.stack([padded[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile] for i, j in batch])
-            predictions = network(tf.constant(tiles[..., None])).numpy()[..., 0]
+            predictions = network(tf.constant(tiles[..., None])).numpy()
             for (i, j), prediction in zip(batch, predictions):
-                window = edge_probability[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile]
-                window += prediction * wy[i][:, None] * wx[j][None, :]
+                window = maps[ys[i] : ys[i] + tile, xs[j] : xs[j] + tile]
+                window += prediction * (wy[i][:, None] * wx[j][None, :])[..., None]
         # The weights of a grid of tiles are separable: their sum is an outer product.
-        edge_probability /= _weight_sum(padded.shape[0], ys, wy)[:, None]
-        edge_probability /= _weight_sum(padded.shape[1], xs, wx)[None, :]
-        return np.ascontiguousarray(edge_probability[: image.shape[0], : image.shape[1]])
+        maps /= _weight_sum(padded.shape[0], ys, wy)[:, None, None]
+        maps /= _weight_sum(padded.shape[1], xs, wx)[None, :, None]
+        return np.ascontiguousarray(maps[: image.shape[0], : image.shape[1]])
 
     def plan(self, shape: tuple[int, int], *, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> "TilePlan":
         """Return how an image of ``shape`` is cut into tiles; see :func:`plan_tiles`."""

@@ -27,6 +27,8 @@ from cellpipe import __version__
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "default" / "model.keras"
 
 CARD_FORMAT = 1
+#: Name of the output layer of a three-class U-Net (a one-class U-Net's is ``edge_probability``).
+CLASS_OUTPUT = "class_probability"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class UNetConfig:
     max_filters : int or None
         Cap on the filters of any level (``None``: no cap). A cap lets a deeper U-Net,
         which sees more context, keep the parameter count of a shallower one.
+    classes : {1, 3}
+        1: one sigmoid map, the probability of a cell wall (the edge model). 3: a
+        softmax over cell interior, wall and background (channels in the order of
+        :mod:`cellpipe.unet.targets`), for images where some pixels belong to no cell.
     """
 
     depth: int = 4
@@ -54,8 +60,11 @@ class UNetConfig:
     batch_norm: bool = True
     dropout: float = 0.0
     max_filters: int | None = None
+    classes: int = 1
 
     def __post_init__(self) -> None:
+        if self.classes not in (1, 3):
+            raise ValueError(f"U-Net classes must be 1 (edges) or 3 (interior, wall, background), got {self.classes}")
         if not 1 <= self.depth <= 8:
             raise ValueError(f"U-Net depth must be between 1 and 8, got {self.depth}")
         if self.base_filters < 1:
@@ -109,12 +118,14 @@ class UNetConfig:
         dropout = names["bottom_dropout"].rate if "bottom_dropout" in names else 0.0
         base = names["enc0_conv1"].filters
         bottom = names["bottom_conv1"].filters
+        classes = names[CLASS_OUTPUT].filters if CLASS_OUTPUT in names else 1
         return cls(
             depth=depth,
             base_filters=base,
             batch_norm="enc0_conv1_bn" in names,
             dropout=float(dropout),
             max_filters=None if bottom == base * 2**depth else bottom,
+            classes=classes,
         )
 
 
@@ -124,10 +135,12 @@ def build_unet(
     input_size: tuple[int, int] | None = None,
     name: str = "cellpipe_unet",
 ) -> keras.Model:
-    """Return a U-Net that maps a contrast gray image to an edge-probability map.
+    """Return a U-Net that maps a contrast gray image to an edge-probability or class map.
 
     Input: ``(batch, height, width, 1)`` float32 in [0, 1] with dark cell walls.
-    Output: ``(batch, height, width, 1)`` sigmoid probability that a pixel is a cell wall.
+    Output: ``(batch, height, width, 1)`` sigmoid probability that a pixel is a cell wall,
+    or with ``config.classes == 3`` ``(batch, height, width, 3)`` softmax probabilities of
+    cell interior, wall and background.
 
     Parameters
     ----------
@@ -161,7 +174,10 @@ def build_unet(
         x = layers.Conv2DTranspose(config.filters_at(level), 2, strides=2, name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([skips[level], x])
         x = _conv_block(x, config.filters_at(level), config.batch_norm, f"dec{level}")
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="edge_probability")(x)
+    if config.classes == 1:
+        outputs = layers.Conv2D(1, 1, activation="sigmoid", name="edge_probability")(x)
+    else:
+        outputs = layers.Conv2D(config.classes, 1, activation="softmax", name=CLASS_OUTPUT)(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -249,6 +265,18 @@ class ModelCard:
     dark_walls : bool
         The model expects cell walls darker than cell interiors (as in EM); images
         with bright walls must be inverted before prediction.
+    any_polarity : bool
+        The model was trained on both polarities (random inversion): it is fed every
+        image as it is, and ``dark_walls`` does not apply.
+    scale : dict
+        Cell size the model was trained at: ``cell_diameter_px`` (median equivalent
+        diameter every training image was rescaled to), ``augmentation`` (the range of
+        relative zoom around it) and ``sources`` (each source's native median diameter).
+        Empty for models trained at native resolution: inference then never resamples.
+    postprocessing : dict
+        Tuned :class:`cellpipe.segment.SegmentParams` fields for this model (written by
+        ``cellpipe model tune``); a flag, environment variable or ``luigi.cfg`` entry
+        overrides each. Empty: the library's defaults.
     training : dict
         Training data, held-out ids, exact command, steps, epochs, wall time, seed, ...
     metrics : dict
@@ -264,6 +292,9 @@ class ModelCard:
     architecture: UNetConfig = field(default_factory=UNetConfig)
     normalisation: dict[str, Any] = field(default_factory=dict)
     dark_walls: bool = True
+    any_polarity: bool = False
+    scale: dict[str, Any] = field(default_factory=dict)
+    postprocessing: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -275,6 +306,12 @@ class ModelCard:
         from cellpipe.preprocess import ContrastParams
 
         return ContrastParams.from_dict(self.normalisation)
+
+    @property
+    def cell_diameter(self) -> float | None:
+        """Return the median cell diameter (pixels) the model was trained at, or None."""
+        value = self.scale.get("cell_diameter_px")
+        return float(value) if value else None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the card as a JSON-ready dict."""
