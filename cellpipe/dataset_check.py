@@ -166,16 +166,20 @@ def check_label(
     label = np.asarray(label)
     problems = []
     values = np.unique(label)
-    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
+    cell_values = values[(values != 0) & (values != _BACKGROUND)]
+    if len(cell_values) > 1:
         shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
         problems.append(("not binary", f"{len(values)} different values ({shown}); a label holds only 0 "
-                         "(walls) and 255 (cells): paint with a hard brush, no anti-aliasing, save as PNG"))
-    inside = label > 0
+                         "(walls), 255 (cells) and 128 (background, where there is no cell): paint with a hard "
+                         "brush, no anti-aliasing, save as PNG"))
+    inside = (label > 0) & (label != _BACKGROUND)
+    if (label == _BACKGROUND).all():
+        return problems + [("no cells", "the label is all background (128); cells must be white")]
     if not inside.any():
         return problems + [("no cells", "the label is all black (0); cells must be white")]
     if inside.all():
         return problems + [("no walls", "the label is all white; walls must be black (0)")]
-    wall_fraction = 1.0 - float(inside.mean())
+    wall_fraction = float(np.mean(label == 0))
     if wall_fraction > max_wall_fraction:
         problems.append(("mostly wall", f"walls cover {wall_fraction:.0%} of the label: are cells and walls "
                          "swapped (cells must be white, walls black), or only a few cells labelled (everything "
@@ -194,6 +198,10 @@ def check_label(
         problems.append(("flooded cell", f"one cell covers {largest.area / label.size:.0%} of the image (around "
                          f"row {row}, column {col}): a wall is probably not closed"))
     return problems
+
+
+#: Label value of background pixels (see cellpipe.unet.targets.BACKGROUND_VALUE).
+_BACKGROUND = 128
 
 
 def _folders(data_dir: Path) -> tuple[Path, Path]:

@@ -136,7 +136,7 @@ def dataset_with_problems(root, sample):
     write_png(root / "label" / "0.png", good)
     write_png(root / "label" / "1.png", good[:-2])  # size mismatch
     soft = good.copy()
-    soft[5:90:7, 5:120:7] = np.where(good[5:90:7, 5:120:7] > 0, 128, 0)  # anti-aliased brush
+    soft[5:90:7, 5:120:7] = np.where(good[5:90:7, 5:120:7] > 0, 100, 0)  # anti-aliased brush
     write_png(root / "label" / "2.png", soft)
     write_png(root / "label" / "4.png", good)  # no image
     return root
@@ -148,6 +148,12 @@ def test_check_names_missing_pairs_size_mismatch_and_non_binary_labels(tmp_path,
     assert found == {("1", "size mismatch"), ("2", "not binary"), ("3", "missing label"), ("4", "missing image")}
     report = check.report()
     assert "4 problems" in report and "1: size mismatch: image 1.png is 128 x 96 pixels but label" in report
+
+
+def test_background_128_is_a_valid_label_value(sample):
+    label = np.where(sample.labels > 0, 255, 0).astype(np.uint8)
+    label[:, :20] = 128  # a strip of slide with no cell on it
+    assert [what for what, _ in check_label(label)] == []
 
 
 def test_check_finds_specks(sample):

@@ -4,8 +4,12 @@ The layout users already have::
 
     DATA_DIR/train/image/0.png   DATA_DIR/train/label/0.png   (or DATA_DIR/image, DATA_DIR/label)
 
-A label is 255 (any non-zero value) inside cells and 0 on cell walls, so the training
-target, the edge map, is ``label == 0``. Images and labels are paired by file stem.
+A label is 255 (any value but 0 and 128) inside cells, 0 on cell walls and 128 on
+background (pixels of no cell; old label images have none). The edge model's target is
+everything that is not cell interior: ``label == 0`` or ``label == 128``. The three-class
+generalist (:mod:`cellpipe.unet.mix`) keeps walls and background apart, and also reads
+instance masks (``images/`` + ``masks/``, 0 = background). Images and labels are paired
+by file stem.
 """
 
 from __future__ import annotations
@@ -162,7 +166,10 @@ def load_pair(name: str, image_path: Path, label_path: Path, contrast=None, *, i
     image = contrast_gray(raw, contrast).astype(np.float32)
     if invert:
         image = 1.0 - image
-    return TrainingPair(name, np.ascontiguousarray(image), (label == 0).astype(np.float32))
+    from cellpipe.unet.targets import BACKGROUND_VALUE
+
+    not_interior = (label == 0) | (label == BACKGROUND_VALUE)
+    return TrainingPair(name, np.ascontiguousarray(image), not_interior.astype(np.float32))
 
 
 @dataclass(frozen=True)

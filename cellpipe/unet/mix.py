@@ -443,3 +443,20 @@ __all__ = [
     "synthetic_pair",
     "write_split",
 ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cellpipe.unet.mix --split val --out DIR``: write a split of every source, one folder each."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cellpipe.unet.mix", description=main.__doc__)
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", choices=SPLITS, default="val")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    for source in default_sources(args.shared):
+        print(write_split(source, args.split, args.out / source.name))
+
+
+if __name__ == "__main__":
+    main()

@@ -277,6 +277,11 @@ def _initial_model(config: TrainConfig) -> tuple[keras.Model, ModelCard | None]:
     if config.init_from is None:
         return build_unet(config.architecture), None
     model, card = load_model(config.init_from)
+    if UNetConfig.of_model(model).classes != 1:
+        raise ValueError(
+            f"{config.init_from} is a three-class model (interior, wall, background); fine-tune it with "
+            "`python -m cellpipe.unet.train_mix --init-from` instead of the edge-model trainer"
+        )
     return model, card
 
 
