@@ -1,4 +1,4 @@
-"""The files a segmentation produces, as bytes: label TIFF, per-cell CSV, overlay PNG.
+"""The files a segmentation produces, as bytes: label TIFF, per-cell CSV, overlay PNG, record JSON.
 
 They are made as bytes so that one definition serves local folders
 (:func:`write_results`, atomic renames) and blob containers (uploaded as they are).
@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import tifffile
 from PIL import Image
 
+from cellpipe import __version__
 from cellpipe.io import _write_atomically
 from cellpipe.overlay import overlay
 
@@ -23,6 +25,7 @@ from cellpipe.overlay import overlay
 LABELS_SUFFIX = "_labels.tif"
 CELLS_SUFFIX = "_cells.csv"
 OVERLAY_SUFFIX = "_overlay.png"
+RECORD_SUFFIX = "_segmentation.json"
 
 
 def labels_tiff_bytes(labels: np.ndarray) -> bytes:
@@ -58,6 +61,33 @@ def overlay_png_bytes(image: np.ndarray, labels: np.ndarray, cells: Mapping[str,
     return buffer.getvalue()
 
 
+def segmentation_record(model_path: str | os.PathLike[str], params, result) -> dict[str, Any]:
+    """Return what ``result`` was made with: the model file, the parameters and the scale.
+
+    Parameters
+    ----------
+    model_path : path
+        The ``.keras`` model.
+    params : cellpipe.pipeline.PipelineParams
+        The parameters asked for (``as_dict()`` is what the database hashes).
+    result : cellpipe.pipeline.CellResult
+        Its ``scale`` (cell diameter, resampling factor, where the diameter came from)
+        and whether the image was inverted.
+    """
+    return {
+        "cellpipe": __version__,
+        "model": str(Path(model_path).resolve()),
+        "parameters": params.as_dict(),
+        "scale": result.scale.as_dict(),
+        "inverted": bool(result.inverted),
+    }
+
+
+def record_json_bytes(record: Mapping[str, Any]) -> bytes:
+    """Return how an image was segmented (model, parameters, scale, ...) as indented UTF-8 JSON."""
+    return (json.dumps(dict(record), indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
 def result_files(
     stem: str,
     image: np.ndarray,
@@ -65,14 +95,22 @@ def result_files(
     cells: Mapping[str, np.ndarray],
     *,
     with_overlay: bool = False,
+    record: Mapping[str, Any] | None = None,
 ) -> dict[str, bytes]:
-    """Return ``{file name: bytes}`` of the results of one image called ``stem``."""
+    """Return ``{file name: bytes}`` of the results of one image called ``stem``.
+
+    ``record``, when given, is written as ``<stem>_segmentation.json``: what the results
+    were made with (:func:`segmentation_record`), so that a folder
+    of results says how to reproduce it.
+    """
     files = {
         stem + LABELS_SUFFIX: labels_tiff_bytes(labels),
         stem + CELLS_SUFFIX: cells_csv_bytes(cells),
     }
     if with_overlay:
         files[stem + OVERLAY_SUFFIX] = overlay_png_bytes(image, labels, cells)
+    if record is not None:
+        files[stem + RECORD_SUFFIX] = record_json_bytes(record)
     return files
 
 

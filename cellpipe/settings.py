@@ -7,6 +7,11 @@ Precedence, lowest to highest:
 2. environment variables ``CELLPIPE_<FIELD>`` (for example ``CELLPIPE_DB_URL``),
 3. explicit overrides, usually CLI flags (``--db``, ``--model``, ...).
 
+The post-processing settings (``edge_threshold``, ``min_area``, ``marker_h``,
+``merge_threshold``) have one more layer below these: the values tuned for the model
+(its card's ``postprocessing``), which :meth:`Settings.pipeline_params` is given once the
+model is known; the library defaults apply only where neither sets a value.
+
 Every field, its default and its meaning are listed in :class:`Settings`; nothing else
 in cellpipe reads ``os.environ`` for its own configuration. Azure credentials are not
 settings (they must never be printed or sent to a scheduler): :func:`azure_environ`
@@ -24,10 +29,12 @@ from typing import Any, Mapping
 
 import platformdirs
 
-from cellpipe.pipeline import PipelineParams
-from cellpipe.segment import SegmentParams
+from cellpipe.pipeline import PipelineParams, card_segment_params
 
 APP_NAME = "cellpipe"
+#: Settings of the post-processing, by the :class:`~cellpipe.segment.SegmentParams` field each sets.
+SEGMENT_SETTINGS = {"edge_threshold": "threshold", "min_area": "min_area", "marker_h": "marker_h",
+                    "merge_threshold": "merge_threshold"}
 
 
 def default_data_dir() -> Path:
@@ -65,19 +72,22 @@ class Settings:
     invert : str
         ``"auto"``, ``"true"`` or ``"false"``: whether to invert the gray image so that
         cell walls are dark before prediction.
-    edge_threshold : float
+    edge_threshold : float, optional
         Edge probability at or above which a pixel is a cell wall when binarising.
-        Default: :class:`cellpipe.segment.SegmentParams`' ``threshold``.
-    min_area : int
+        ``None`` (default), here and for the next three: the value tuned for the model
+        (its card's ``postprocessing``, written by ``cellpipe model tune``), else
+        :class:`cellpipe.segment.SegmentParams`' default (see :meth:`pipeline_params`).
+    min_area : int, optional
         Cells smaller than this many pixels are dropped.
-        Default: :class:`cellpipe.segment.SegmentParams`' ``min_area``.
-    marker_h : float
+    marker_h : float, optional
         How far (pixels) a distance peak must rise above its saddle to seed a cell.
-        Default: :class:`cellpipe.segment.SegmentParams`' ``marker_h``.
-    merge_threshold : float
+    merge_threshold : float, optional
         Neighbouring cells whose shared boundary has a lower mean edge probability are
         merged; 0 merges nothing (then use a large ``marker_h``, e.g. 32).
-        Default: :class:`cellpipe.segment.SegmentParams`' ``merge_threshold``.
+    cell_diameter : float, optional
+        Median cell diameter of the images in pixels, for a model with a training scale
+        (its card's ``scale``). ``None`` (default): estimated per image
+        (:mod:`cellpipe.scale`).
     views : int
         1, 2, 4 or 8 mirrored/rotated views of each image whose edge maps are averaged
         (test-time augmentation; each view costs one prediction).
@@ -96,10 +106,11 @@ class Settings:
     input: str = ""
     output: str = ""
     invert: str = "auto"
-    edge_threshold: float = SegmentParams.threshold
-    min_area: int = SegmentParams.min_area
-    marker_h: float = SegmentParams.marker_h
-    merge_threshold: float = SegmentParams.merge_threshold
+    edge_threshold: float | None = None
+    min_area: int | None = None
+    marker_h: float | None = None
+    merge_threshold: float | None = None
+    cell_diameter: float | None = None
     views: int = PipelineParams.views
     storage_retries: int = 5
     cache_dir: str = ""
@@ -132,14 +143,29 @@ class Settings:
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls(**_coerce(values))
 
-    def pipeline_params(self) -> PipelineParams:
-        """Return the segmentation parameters these settings ask for."""
-        return PipelineParams(
-            invert=self.invert,
-            views=self.views,
-            segment=SegmentParams(threshold=self.edge_threshold, min_area=self.min_area,
-                                  marker_h=self.marker_h, merge_threshold=self.merge_threshold),
-        )
+    def pipeline_params(self, postprocessing: Mapping[str, Any] | None = None) -> PipelineParams:
+        """Return the segmentation parameters these settings ask for.
+
+        Parameters
+        ----------
+        postprocessing : mapping, optional
+            The model card's tuned :class:`~cellpipe.segment.SegmentParams` fields
+            (``card.postprocessing``). Each post-processing setting that is set replaces
+            the card's value; the card's values replace the library defaults.
+
+        Examples
+        --------
+        >>> settings = Settings(min_area=50)
+        >>> settings.pipeline_params({"threshold": 0.4, "min_area": 16}).segment.min_area
+        50
+        >>> settings.pipeline_params({"threshold": 0.4, "min_area": 16}).segment.threshold
+        0.4
+        """
+        tuned = card_segment_params(postprocessing)
+        given = {name: getattr(self, setting) for setting, name in SEGMENT_SETTINGS.items()
+                 if getattr(self, setting) is not None}
+        return PipelineParams(invert=self.invert, views=self.views, cell_diameter=self.cell_diameter,
+                              segment=dataclasses.replace(tuned, **given))
 
     def replace(self, **changes: Any) -> "Settings":
         """Return a copy with ``changes`` applied (``None`` values ignored)."""
@@ -177,12 +203,16 @@ def _read_config_section(
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    # Annotations are strings (``from __future__ import annotations``): "float", "int | None", ...
     types = {f.name: f.type for f in fields(Settings)}
     coerced: dict[str, Any] = {}
     for name, value in values.items():
         if name not in types:
             raise ValueError(f"unknown cellpipe setting {name!r}; known: {sorted(types)}")
-        kind = types[name]
+        kind, optional = _annotation(types[name])
+        if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
+            coerced[name] = None  # "edge_threshold =" in luigi.cfg: not set
+            continue
         try:
             if kind == "float":
                 coerced[name] = float(value)
@@ -193,3 +223,11 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError) as error:
             raise ValueError(f"cellpipe setting {name}={value!r} is not a valid {kind}") from error
     return coerced
+
+
+def _annotation(annotation: Any) -> tuple[str, bool]:
+    """Return ``(base type name, optional)`` of a field annotation such as ``"float | None"``."""
+    parts = [part.strip() for part in str(annotation).split("|")]
+    optional = "None" in parts
+    base = [part for part in parts if part != "None"]
+    return (base[0] if base else "str"), optional

@@ -46,6 +46,7 @@ def run_command(
     marker_h: Optional[float] = options.MARKER_H,
     merge_threshold: Optional[float] = options.MERGE_THRESHOLD,
     views: Optional[int] = options.VIEWS,
+    cell_diameter: Optional[float] = options.CELL_DIAMETER,
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
 ) -> None:
@@ -61,7 +62,8 @@ def run_command(
     try:
         settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
                                   "edge_threshold": edge_threshold, "min_area": min_area, "views": views,
-                                  "marker_h": marker_h, "merge_threshold": merge_threshold})
+                                  "marker_h": marker_h, "merge_threshold": merge_threshold,
+                                  "cell_diameter": cell_diameter})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,

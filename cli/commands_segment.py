@@ -31,20 +31,25 @@ def segment(
     marker_h: Optional[float] = options.MARKER_H,
     merge_threshold: Optional[float] = options.MERGE_THRESHOLD,
     views: Optional[int] = options.VIEWS,
+    cell_diameter: Optional[float] = options.CELL_DIAMETER,
 ) -> None:
-    """Segment images and write, per image, labels (uint32 TIFF, 0 = wall) and a per-cell CSV."""
+    """Segment images and write, per image, labels (uint32 TIFF, 0 = wall), a per-cell CSV and what was used.
+
+    Post-processing flags not given take the model card's tuned values (``cellpipe model
+    tune``); ``<stem>_segmentation.json`` records the model, the parameters and the scale.
+    """
     from cellpipe.io import ImageReadError, read_image
     from cellpipe.pipeline import CellSegmenter
-    from cellpipe.results import result_files, write_results
+    from cellpipe.results import result_files, segmentation_record, write_results
     from cellpipe.settings import Settings
 
     console = Console(stderr=True)
     try:
         settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
                                   "min_area": min_area, "views": views, "marker_h": marker_h,
-                                  "merge_threshold": merge_threshold,
+                                  "merge_threshold": merge_threshold, "cell_diameter": cell_diameter,
                                   "invert": None if invert is None else str(invert).lower()})
-        params = settings.pipeline_params()
+        settings.pipeline_params()  # a bad value is a usage error before the model loads
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2)
@@ -53,9 +58,16 @@ def segment(
         console.print("[red]no image files found[/red] in " + ", ".join(map(str, sources)))
         raise typer.Exit(2)
     try:
-        segmenter = CellSegmenter(settings.model or None, params)
+        segmenter = CellSegmenter(settings.model or None)
     except (FileNotFoundError, ValueError) as error:
         console.print(f"[red]cannot load the model:[/red] {error}")
+        raise typer.Exit(2)
+    try:
+        # The card's tuned post-processing, then whatever the settings set over it.
+        segmenter = segmenter.with_params(settings.pipeline_params(segmenter.card.postprocessing))
+    except ValueError as error:
+        console.print(f"[red]the post-processing of the model card is invalid:[/red] {error} "
+                      "(run `cellpipe model tune` again, or give the flags)")
         raise typer.Exit(2)
 
     failed = 0
@@ -71,7 +83,9 @@ def segment(
                 failed += 1
                 console.print(f"[red]failed[/red] {error}")
             else:
-                files = result_files(path.stem, image, result.labels, result.cells, with_overlay=overlay)
+                record = segmentation_record(segmenter.model_path, segmenter.params, result)
+                files = result_files(path.stem, image, result.labels, result.cells, with_overlay=overlay,
+                                     record=record)
                 write_results(out, files)
                 console.print(f"{path.name}: {result.n_cells} cells → {out / (path.stem + '_cells.csv')}")
             progress.advance(task)

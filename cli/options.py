@@ -16,3 +16,8 @@ MERGE_THRESHOLD: Optional[float] = typer.Option(
 VIEWS: Optional[int] = typer.Option(
     None, help="Average the edge maps of 1, 2, 4 or 8 mirrored/rotated views (each costs one prediction)."
 )
+CELL_DIAMETER: Optional[float] = typer.Option(
+    None, "--cell-diameter", metavar="PX",
+    help="Median cell diameter in pixels: images are resampled so their cells match the model's training size. "
+    "Default: estimated per image. (In µm once the image's pixel size is read: issue 15.)",
+)

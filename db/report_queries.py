@@ -166,8 +166,10 @@ def _parameters(images: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     sets: dict[str, dict[str, Any]] = {}
     for row in images:
         if row["param_hash"] is not None:
+            # The scale is chosen per image: it describes one row, not the parameter set.
+            requested = {k: v for k, v in (row["parameters"] or {}).items() if k != "scale"}
             entry = sets.setdefault(row["param_hash"], {"param_hash": row["param_hash"],
-                                                        "parameters": row["parameters"] or {}, "n_images": 0})
+                                                        "parameters": requested, "n_images": 0})
             entry["n_images"] += 1
     return list(sets.values())
 

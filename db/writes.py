@@ -298,6 +298,7 @@ def store_segmentation(
     run_id: int | None = None,
     label_uri: str | None = None,
     timings: Mapping[str, float] | None = None,
+    chosen: Mapping[str, Any] | None = None,
 ) -> int:
     """Store the cells found in one image, replacing any earlier result for the same key.
 
@@ -318,6 +319,11 @@ def store_segmentation(
         Where the label image was written.
     timings : mapping of str to float, optional
         Seconds spent per stage.
+    chosen : mapping, optional
+        What the pipeline chose for this image itself (``{"scale": {...}}``: the cell
+        diameter and resampling factor). Stored in the ``parameters`` document next to
+        the requested ``parameters`` but not hashed, so that the key stays that of the
+        request and a rerun with the same request finds the result.
 
     Returns
     -------
@@ -336,7 +342,7 @@ def store_segmentation(
         image_id=image_id,
         model_id=model_id,
         param_hash=parameter_hash(parameters),
-        parameters=canonical(dict(parameters)),
+        parameters=canonical({**parameters, **(chosen or {})}),
         run_id=run_id,
         n_cells=columns.n_cells,
         label_uri=label_uri,

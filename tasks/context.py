@@ -108,6 +108,15 @@ def batch_model(settings: Settings, engine) -> ModelInfo:
     return resolve_model(settings.model)
 
 
+def batch_params(settings: Settings, model: ModelInfo) -> PipelineParams:
+    """Return the pipeline parameters of the batch: the settings over ``model``'s tuned post-processing.
+
+    The coordinating process and every worker resolve them here, so that they name the
+    same parameters (and parameter hash) for the same settings and model.
+    """
+    return settings.pipeline_params(model.card.get("postprocessing"))
+
+
 def database_identity(url: str) -> str:
     """Return ``url`` without its password: how tasks name their database."""
     from sqlalchemy.engine import make_url
@@ -246,7 +255,7 @@ class BatchContext:
         self._engine = None
         self._model: ModelInfo | None = None
         self._model_ids: dict[str, int] = {}
-        self.params = settings.pipeline_params()
+        self._params: PipelineParams | None = None
         self.output = output_location(settings)
         if is_blob_uri(settings.input) or is_blob_uri(self.output):
             from cellpipe.tasks.blob_target import use_settings
@@ -269,6 +278,13 @@ class BatchContext:
         if self._model is None:
             self._model = batch_model(self.settings, self.engine)
         return self._model
+
+    @property
+    def params(self) -> PipelineParams:
+        """Return the pipeline parameters of this batch (:func:`batch_params`), resolved once the model is known."""
+        if self._params is None:
+            self._params = batch_params(self.settings, self.model)
+        return self._params
 
     @property
     def identity(self) -> BatchIdentity:

@@ -35,6 +35,7 @@ from cellpipe.tasks.context import (
     BatchIdentity,
     activated,
     batch_model,
+    batch_params,
     database_identity,
     model_loads,
     output_location,
@@ -163,7 +164,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     started = time.perf_counter()
     settings = request.settings
     emit = on_event or (lambda event: None)
-    params = settings.pipeline_params()
+    settings.pipeline_params()  # a bad setting fails here, before anything is listed
     listings = {(settings.input, date, dated): list_batch(settings.input, date, dated=dated,
                                                              cache_dir=settings.cache_dir)
                 for date, dated in request.batches}
@@ -176,6 +177,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
         model = retrying(batch_model)(settings, engine)
         model_id = retrying(ensure_model)(engine, name=model.name, version=model.version, file_hash=model.sha256,
                                           location=str(model.path), card=model.card)
+        params = batch_params(settings, model)
         param_hash = parameter_hash(params.as_dict())
         hashes = [ref.content_hash for ref in refs]
         before = retrying(image_states)(engine, hashes, model_id, param_hash)

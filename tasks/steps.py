@@ -116,8 +116,10 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, result.cells,
                                                                           with_overlay=True))
     timings["write"] = time.perf_counter() - written
+    # The scale is stored with the result but is not part of its key: the key is what was asked for.
     retrying(store_segmentation)(engine, image_id, model_id, parameters, result.cells,
-                                 run_id=context.run_id, label_uri=label_uri, timings=timings)
+                                 run_id=context.run_id, label_uri=label_uri, timings=timings,
+                                 chosen={"scale": result.scale.as_dict()})
     return ImageOutcome(ref, "stored", n_cells=result.n_cells, seconds=time.perf_counter() - started,
                         timings=timings)
 

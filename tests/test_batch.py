@@ -115,6 +115,41 @@ def test_result_files_are_written_by_batch_date_and_named_in_the_database(tmp_pa
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
 
+def stored_parameters(settings: Settings) -> list[tuple[str, dict]]:
+    return [(param_hash, json.loads(parameters) if isinstance(parameters, str) else parameters)
+            for param_hash, parameters in query(settings, "SELECT param_hash, parameters FROM segmentations")]
+
+
+def test_the_scale_of_each_image_is_stored_with_its_parameters_but_not_in_their_hash(tmp_path, tiny_model, samples):
+    from cellpipe.db import parameter_hash
+    from cellpipe.pipeline import PipelineParams
+
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 2)
+    settings = settings_for(tmp_path, tiny_model)
+    run_batch(BatchRequest(settings, date=DAY))
+    requested = settings.pipeline_params().as_dict()  # the tiny model's card has no tuned values
+    stored = stored_parameters(settings)
+    assert len(stored) == 2
+    for param_hash, parameters in stored:
+        assert parameters["scale"] == {"cell_diameter": None, "factor": 1, "source": "native", "passes": 1}
+        assert param_hash == parameter_hash(requested)
+        assert PipelineParams.from_dict(parameters) == PipelineParams.from_dict(requested)
+
+
+def test_the_batch_uses_the_model_cards_tuned_values_and_a_given_cell_diameter(tmp_path, tiny_model, samples):
+    from tiny_model import model_copy
+
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 1)
+    model = model_copy(tiny_model, tmp_path / "model", postprocessing={"min_area": 30},
+                       scale={"cell_diameter_px": 20})
+    settings = settings_for(tmp_path, model, cell_diameter=20.0)
+    assert run_batch(BatchRequest(settings, date=DAY)).counts["stored"] == 1
+    ((_, parameters),) = stored_parameters(settings)
+    assert parameters["segment"]["min_area"] == 30 and parameters["cell_diameter"] == 20
+    assert parameters["scale"]["source"] == "given" and parameters["scale"]["cell_diameter"] == 20
+    assert run_batch(BatchRequest(settings, date=DAY)).counts["skipped"] == 1
+
+
 def test_unreadable_files_are_recorded_as_failed_and_the_others_stored(tmp_path, tiny_model, samples):
     from cellpipe.synthetic import synthetic_cells
 

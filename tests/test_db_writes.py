@@ -89,6 +89,18 @@ def test_other_parameters_are_stored_as_another_segmentation(engine):
     assert count(engine, Cell) == 15
 
 
+def test_what_the_pipeline_chose_per_image_is_stored_with_the_parameters_but_not_in_their_hash(engine):
+    image_id, model_id = new_image(engine), new_model(engine)
+    scale = {"cell_diameter": 31.5, "factor": 0.8889, "source": "estimated", "passes": 2}
+    first = db.store_segmentation(engine, image_id, model_id, PARAMETERS, make_cells(4), chosen={"scale": scale})
+    again = db.store_segmentation(engine, image_id, model_id, PARAMETERS, make_cells(4),
+                                  chosen={"scale": {**scale, "passes": 1}})
+    assert first == again and db.is_segmented(engine, image_id, model_id, db.parameter_hash(PARAMETERS))
+    with engine.connect() as connection:
+        stored = connection.execute(select(Segmentation.parameters)).scalar_one()
+    assert stored == {**PARAMETERS, "scale": {**scale, "passes": 1}}
+
+
 def test_nan_statistics_are_stored_as_null(engine):
     image_id, model_id = new_image(engine), new_model(engine)
     cells = make_cells(3)

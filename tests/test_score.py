@@ -56,3 +56,20 @@ def test_the_model_is_found_directly_or_one_folder_down(tmp_path):
 def test_a_model_folder_without_a_model_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.keras"):
         score.find_model(tmp_path)
+
+
+def test_a_requests_inversion_keeps_the_models_tuned_post_processing(monkeypatch):
+    from cellpipe.pipeline import PipelineParams
+    from cellpipe.segment import SegmentParams
+
+    class Segmenter:  # what _segmenter needs of a CellSegmenter, without a model
+        params = PipelineParams(segment=SegmentParams(threshold=0.35, min_area=20))
+
+        def with_params(self, params):
+            return params
+
+    monkeypatch.setattr(score, "_service", {"segmenter": Segmenter()})
+    assert score._segmenter({"invert": "true"}) == PipelineParams(
+        invert="true", segment=SegmentParams(threshold=0.35, min_area=20))
+    with pytest.raises(score.RequestError, match='"invert"'):
+        score._segmenter({"invert": "sideways"})

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 
 import numpy as np
 import pytest
@@ -92,6 +93,55 @@ def test_segment_takes_the_edge_threshold_under_runs_name_too(tiny_model, images
     assert result.exit_code == 2 and "threshold must be in (0, 1]" in result.output
 
 
+def test_segment_records_the_model_parameters_and_given_scale_next_to_the_cells(tiny_model, images, tmp_path):
+    from tiny_model import model_copy
+
+    model = model_copy(tiny_model, tmp_path / "scaled", scale={"cell_diameter_px": 20})
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(out), "--model", str(model),
+                                 "--cell-diameter", "20"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "slice0_segmentation.json").read_text())
+    assert record["scale"]["cell_diameter"] == 20 and record["scale"]["source"] == "given"
+    assert record["scale"]["factor"] == 1.0
+    assert record["parameters"] == PipelineParams(cell_diameter=20).as_dict()
+    assert record["model"] == str(model.resolve())
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+def test_a_cell_diameter_that_is_not_positive_is_a_usage_error(tiny_model, images, tmp_path):
+    result = runner.invoke(app, ["segment", str(images), "--out", str(tmp_path / "out"),
+                                 "--model", str(tiny_model), "--cell-diameter", "0"])
+    assert result.exit_code == 2 and "cell_diameter must be a positive number" in result.output
+
+
+def test_segment_uses_the_model_cards_tuned_post_processing_unless_a_flag_overrides_it(tiny_model, images, tmp_path):
+    from tiny_model import model_copy
+
+    tuned = {"threshold": 0.9, "marker_h": 1.0, "merge_threshold": 0.0, "min_area": 30}
+    model = model_copy(tiny_model, tmp_path / "tuned", postprocessing=tuned)
+    default = SegmentParams().threshold
+    runs = {  # name: model, flags, the threshold the run must use
+        "card": (model, [], 0.9),
+        "flags": (tiny_model, ["--edge-threshold", "0.9", "--marker-h", "1", "--merge-threshold", "0",
+                               "--min-area", "30"], 0.9),
+        "card_and_a_flag": (model, ["--edge-threshold", str(default)], default),
+        "flags_but_the_threshold": (tiny_model, ["--marker-h", "1", "--merge-threshold", "0", "--min-area", "30"],
+                                    default),
+    }
+    labels = {}
+    for name, (path, flags, threshold) in runs.items():
+        result = runner.invoke(app, ["segment", str(images / "slice0.png"), "--out", str(tmp_path / name),
+                                     "--model", str(path), *flags])
+        assert result.exit_code == 0, result.output
+        labels[name] = tifffile.imread(tmp_path / name / "slice0_labels.tif")
+        recorded = json.loads((tmp_path / name / "slice0_segmentation.json").read_text())["parameters"]
+        assert recorded["segment"]["threshold"] == threshold
+    assert np.array_equal(labels["card"], labels["flags"])
+    assert np.array_equal(labels["card_and_a_flag"], labels["flags_but_the_threshold"])
+    assert not np.array_equal(labels["card"], labels["card_and_a_flag"])
+
+
 def test_settings_give_the_pipeline_their_threshold_area_markers_merging_views_and_inversion(tmp_path):
     config = tmp_path / "luigi.cfg"
     config.write_text("[cellpipe]\nviews = 4\nedge_threshold = 0.3\nmarker_h = 12\n")
@@ -102,6 +152,39 @@ def test_settings_give_the_pipeline_their_threshold_area_markers_merging_views_a
         segment=SegmentParams(threshold=0.3, min_area=50, marker_h=12.0, merge_threshold=0.7),
     )
     assert Settings.load(config_path=tmp_path / "none.cfg", environ={}).pipeline_params() == PipelineParams()
+
+
+def test_post_processing_settings_override_the_model_cards_tuned_values_one_by_one(tmp_path):
+    card = {"threshold": 0.35, "marker_h": 3.0, "merge_threshold": 0.45, "min_area": 20}
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[cellpipe]\nedge_threshold =\nmerge_threshold = 0.5\n")  # empty: not set
+    settings = Settings.load({"min_area": 50}, config_path=config, environ={"CELLPIPE_MARKER_H": "4"})
+    assert settings.edge_threshold is None
+    assert settings.pipeline_params(card).segment == SegmentParams(threshold=0.35, marker_h=4.0,
+                                                                   merge_threshold=0.5, min_area=50)
+    unset = Settings.load(config_path=tmp_path / "none.cfg", environ={})
+    assert unset.pipeline_params(card).segment == SegmentParams(**card)
+    assert unset.pipeline_params({}).segment == SegmentParams()
+
+
+def test_the_cell_diameter_setting_comes_from_flags_env_or_luigi_cfg_and_defaults_to_an_estimate(tmp_path):
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[cellpipe]\ncell_diameter = 12.5\n")
+    assert Settings.load(config_path=config, environ={}).pipeline_params().cell_diameter == 12.5
+    assert Settings.load(config_path=config, environ={"CELLPIPE_CELL_DIAMETER": "30"}).cell_diameter == 30.0
+    assert Settings.load({"cell_diameter": 40.0}, config_path=config, environ={}).cell_diameter == 40.0
+    assert Settings.load(config_path=tmp_path / "none.cfg", environ={}).pipeline_params().cell_diameter is None
+    with pytest.raises(ValueError, match="cell_diameter='wide' is not a valid float"):
+        Settings.load(config_path=config, environ={"CELLPIPE_CELL_DIAMETER": "wide"})
+
+
+def test_the_shipped_models_card_values_are_the_default_post_processing(tmp_path):
+    from cellpipe.pipeline import card_segment_params
+    from cellpipe.tasks.context import resolve_model
+
+    card = resolve_model("").card  # read as JSON, without TensorFlow
+    params = Settings.load(config_path=tmp_path / "none.cfg", environ={}).pipeline_params(card.get("postprocessing"))
+    assert params.segment == card_segment_params(card.get("postprocessing"))
 
 
 def test_stored_parameters_give_back_the_pipeline_parameters_they_came_from():

@@ -33,3 +33,15 @@ def tiny_model(tmp_path_factory) -> Path:
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
     model.fit(np.stack(inputs)[..., None], np.stack(edges)[..., None], batch_size=4, epochs=40, verbose=0)
     return save_model(model, card, tmp_path_factory.mktemp("model") / "tiny.keras")
+
+
+def model_copy(model: Path, folder: Path, **card_fields) -> Path:
+    """Return a copy of ``model`` in ``folder`` whose card has ``card_fields`` set (e.g. ``postprocessing``)."""
+    import json
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = Path(shutil.copy(model, folder / model.name))
+    card = json.loads(model.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(json.dumps({**card, **card_fields}, indent=2))
+    return copy

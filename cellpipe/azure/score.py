@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import math
@@ -269,16 +270,16 @@ def _score_blob(inputs, outputs, blob, input_prefix: str, segmenter, overlay: bo
 
 
 def _segmenter(payload: Mapping[str, Any]):
-    from cellpipe.pipeline import PipelineParams
-
     if "segmenter" not in _service:
         raise RequestError(503, "the model is not loaded: init() has not run or failed")
+    segmenter = _service["segmenter"]
     invert = payload.get("invert", "auto")
     try:
-        params = PipelineParams(invert=str(invert))
+        # Only the inversion is per request: the post-processing stays the card's tuned values.
+        params = dataclasses.replace(segmenter.params, invert=str(invert))
     except ValueError as error:
         raise RequestError(400, f'"invert": {error}') from None
-    return _service["segmenter"].with_params(params)
+    return segmenter.with_params(params)
 
 
 def cell_rows(cells: Mapping[str, Any]) -> list[dict[str, Any]]:
