@@ -1,18 +1,21 @@
-"""``cellpipe model`` commands: ``train``.
+"""``cellpipe model`` commands: ``train`` and ``tune``.
 
-``python -m cellpipe.unet.train`` (what cloud training jobs run) is the same command.
+``python -m cellpipe.unet.train`` (what cloud training jobs run) is the same command as
+``train``. ``tune`` chooses a model's post-processing parameters (:mod:`cellpipe.tuning`).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from cellpipe.cli import app, model_app  # noqa: F401
 
@@ -90,6 +93,83 @@ def train_command(
 
 
 model_app.command("train")(train_command)
+
+
+@model_app.command("tune")
+def tune_command(
+    model: Path = typer.Argument(..., exists=True, metavar="MODEL",
+                                 help="The model (.keras, card next to it, or its folder)."),
+    data: List[str] = typer.Argument(
+        ..., metavar="DATA", help="Validation folders: train/image + train/label, image + label, or images + "
+        "masks; PATH:ID1,ID2 (or PATH:20-24) uses only those image stems."),
+    write: bool = typer.Option(False, "--write/--dry-run", help="Write the best parameters into the model's card "
+                               "(default: only print them)."),
+    views: Optional[int] = typer.Option(None, help="Test-time views of the predictions. Default: 1."),
+    jobs: int = typer.Option(min(4, os.cpu_count() or 1), "--jobs", "-j", min=1,
+                             help="Processes scoring the parameter grid."),
+) -> None:
+    """Search the post-processing parameters for MODEL on validation data; --write puts them into its card."""
+    import dataclasses
+
+    from cellpipe.pipeline import CellSegmenter
+    from cellpipe.tuning import TuningFolder, tune, write_tuned_card
+
+    try:
+        folders = [TuningFolder.parse(spec) for spec in data]
+        segmenter = CellSegmenter(model)
+        if views is not None:
+            segmenter = segmenter.with_params(dataclasses.replace(segmenter.params, views=views))
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bars: dict[str, Any] = {}
+
+        def show(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task("predicting" if stage == "predict" else "scoring", total=total)
+            progress.update(bars[stage], completed=done)
+
+        try:
+            result = tune(segmenter, folders, jobs=jobs, on_progress=show)
+        except (FileNotFoundError, ValueError) as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from None
+    _print_tuning(result)
+    if write:
+        command = shlex.join(["cellpipe", "model", "tune", str(model), *data, "--views", str(result.views)])
+        try:
+            card = write_tuned_card(segmenter.model_path, result, command=command)
+        except (OSError, ValueError) as error:
+            console.print(f"[red]cannot write the card:[/red] {error}")
+            raise typer.Exit(1) from None
+        console.print(f"wrote the best parameters into {card} (postprocessing)")
+    else:
+        console.print("dry run: the card is unchanged (--write stores the best parameters in it)")
+
+
+def _print_tuning(result) -> None:
+    rows = [("best", result.best), ("defaults", result.defaults)]
+    if result.card is not None:
+        rows.insert(1, ("card before", result.card))
+    table = Table(title=f"post-processing: {len(result.ranking)} parameter sets, {sum(map(len, result.images))} "
+                        f"images, views={result.views}", caption="objective = (F1@0.5 + V_rand) / 2")
+    for column in ("folder", "images", "parameters", "objective", "F1@0.5", "V_rand"):
+        table.add_column(column, justify="left" if column in ("folder", "parameters") else "right")
+    for i, (folder, images) in enumerate(zip(result.folders, result.images)):
+        for j, (name, candidate) in enumerate(rows):
+            score = candidate.folders[i]
+            v_rand = "-" if score.v_rand != score.v_rand else f"{score.v_rand:.4f}"  # NaN: no true cell
+            table.add_row(str(folder) if j == 0 else "", str(len(images)) if j == 0 else "", name,
+                          f"{score.objective:.4f}", f"{score.f1:.4f}", v_rand, end_section=j == len(rows) - 1)
+    for j, (name, candidate) in enumerate(rows):
+        table.add_row("mean over folders" if j == 0 else "", "", name, f"{candidate.objective:.4f}", "", "")
+    console.print(table)
+    for name, candidate in rows:
+        values = candidate.params
+        console.print(f"{name}: threshold={values.threshold} marker_h={values.marker_h} "
+                      f"merge_threshold={values.merge_threshold} min_area={values.min_area}")
 
 _PROGRAM = "cellpipe model train"
 
