@@ -58,23 +58,9 @@ class Item:
 
 def read_items(source, split: str) -> list[Item]:
     """Return the ``split`` items of ``source`` as raw images (gray, as users' files read) with instance truth."""
-    from cellpipe.io import read_image
-    from cellpipe.unet.mix import synthetic_pair
-    from cellpipe.unet.targets import classes_from_label, instances_from_classes
+    from cellpipe.unet.mix import scored_items
 
-    items = []
-    for name in source.items(split):
-        if source.layout == "synthetic":
-            raw, classes = synthetic_pair(source.name, int(name))
-            truth = instances_from_classes(classes)
-        elif source.layout == "seed":
-            raw = read_image(source.root / "image" / f"{name}.png")
-            truth = instances_from_classes(classes_from_label(read_image(source.root / "label" / f"{name}.png")))
-        else:
-            raw = read_image(source.root / "images" / f"{name}.png")
-            truth = read_image(source.root / "masks" / f"{name}.png").astype(np.int32)
-        items.append(Item(source.name, name, raw, truth))
-    return items
+    return [Item(source.name, name, image, truth) for name, image, truth in scored_items(source, split)]
 
 
 def scaled(item: Item, factor: float) -> Item:
@@ -201,14 +187,36 @@ def seed_sample_counts(segmenter, seed_dir: Path) -> list[dict]:
     return rows
 
 
+#: Whether the walls of each walled source are brighter than its cells.
+BRIGHT_WALLS = {"isbi": False, "foam": True, "tissue": False}
+
+
+def invert_guess_accuracy(sources) -> dict[str, float]:
+    """Return, per walled source, how often :func:`guess_invert` tells the walls' polarity right.
+
+    cellpipe's generalist does not use this guess (it was trained on both polarities); the
+    classical baseline does, and edge models trained on one polarity do.
+    """
+    accuracy = {}
+    for source in sources:
+        if source.name in BRIGHT_WALLS:
+            items = read_items(source, "test")
+            accuracy[source.name] = float(np.mean([guess_invert(i.image) == BRIGHT_WALLS[source.name] for i in items]))
+    return accuracy
+
+
 def run(segmenter, shared_data: Path, log=print) -> dict:
     """Return every row: per source and scale, and the seed samples' counts."""
     from cellpipe.unet.mix import default_sources
 
+    sources = default_sources(shared_data)
     log(HEADER)
-    rows = [row for source in default_sources(shared_data) for row in score_source(segmenter, source, log)]
+    rows = [row for source in sources for row in score_source(segmenter, source, log)]
+    guesses = invert_guess_accuracy(sources)
+    log("guess_invert right (used by the classical baseline only): "
+        + ", ".join(f"{name} {value:.0%}" for name, value in guesses.items()))
     seeds = seed_sample_counts(segmenter, shared_data / "seed-samples")
     for seed in seeds:
         log(f"{seed['image']}: {seed['found']} cells, {seed['by_eye']} by eye ({100 * seed['relative_error']:+.0f} %), "
             f"diameter {seed['cell_diameter']}, factor {seed['factor']}")
-    return {"rows": rows, "seed_samples": seeds}
+    return {"rows": rows, "seed_samples": seeds, "guess_invert_accuracy": guesses}

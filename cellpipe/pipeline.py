@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -278,19 +279,24 @@ class CellSegmenter:
         else:
             # Predict at native scale, measure the cells found, and resample and predict
             # again while they are off the model's size (at most MAX_SCALE_PASSES passes).
-            factor, passes = self.params.scale_probe, 0
+            # Of the passes made, the one where the model saw its cells closest to the
+            # training size wins: a poor first segmentation cannot drag the scale away.
+            factor, passes = self.params.scale_probe, []
             while True:
                 maps = self._maps(network_input, factor, timings)
                 labels, background, edges = self._labels(maps, factor, image.shape, timings)
-                passes += 1
                 diameter = diameter_of_labels(labels, min_area=self.params.segment.min_area)
+                passes.append((factor, diameter, maps, labels, background, edges))
                 wanted = scale_factor(diameter, training_diameter)
-                if diameter is None or passes == MAX_SCALE_PASSES or (
+                if diameter is None or len(passes) == MAX_SCALE_PASSES or (
                     max(wanted, factor) / min(wanted, factor) <= RESAMPLE_TOLERANCE
                 ):
                     break
                 factor = wanted
-            scale = ScaleChoice(diameter, factor, "estimated", passes)
+            factor, diameter, maps, labels, background, edges = min(
+                passes, key=lambda p: abs(math.log(p[1] * p[0] / training_diameter)) if p[1] else math.inf
+            )
+            scale = ScaleChoice(diameter, factor, "estimated", len(passes))
         return Prediction(maps, image.shape, scale, bool(inverted), labels, edges, background, timings)
 
     def relabel(self, prediction: "Prediction", segment: SegmentParams) -> np.ndarray:

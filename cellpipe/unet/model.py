@@ -277,6 +277,8 @@ class ModelCard:
         Tuned :class:`cellpipe.segment.SegmentParams` fields for this model (written by
         ``cellpipe model tune``); a flag, environment variable or ``luigi.cfg`` entry
         overrides each. Empty: the library's defaults.
+    postprocessing_tuned_on : dict
+        What ``postprocessing`` was chosen on: folders, images, scores, grid, command.
     training : dict
         Training data, held-out ids, exact command, steps, epochs, wall time, seed, ...
     metrics : dict
@@ -295,6 +297,7 @@ class ModelCard:
     any_polarity: bool = False
     scale: dict[str, Any] = field(default_factory=dict)
     postprocessing: dict[str, Any] = field(default_factory=dict)
+    postprocessing_tuned_on: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
