@@ -149,6 +149,29 @@ def tune_command(
         console.print("dry run: the card is unchanged (--write stores the best parameters in it)")
 
 
+@model_app.command("train-generalist")
+def train_generalist_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Best checkpoint (.keras; its card is written next to it)."),
+    shared: Path = typer.Option(Path("../shared/data"), help="Folder holding isbi2012/ and nuclei/."),
+    max_minutes: float = typer.Option(60.0, help="Wall-time budget; the learning rate decays over it."),
+    max_steps: int = typer.Option(100_000, help="Upper bound on optimiser steps."),
+    init_from: Optional[Path] = typer.Option(None, exists=True, help="Continue from this three-class model."),
+    seed: int = typer.Option(0, help="Seeds weights and crops."),
+) -> None:
+    """Train the three-class generalist on the train splits of every source (val splits pick the checkpoint)."""
+    from cellpipe.unet.train_mix import MixConfig, train_generalist
+
+    command = shlex.join(["cellpipe", *sys.argv[1:]])
+    config = MixConfig(shared_data=shared, out=out, max_minutes=max_minutes, max_steps=max_steps,
+                       init_from=init_from, seed=seed, command=command)
+    try:
+        train_generalist(config, on_progress=console.print)
+    except (FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    console.print(f"best checkpoint in {out}")
+
+
 def _print_tuning(result) -> None:
     rows = [("best", result.best), ("defaults", result.defaults)]
     if result.card is not None:

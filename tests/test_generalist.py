@@ -269,3 +269,21 @@ def test_old_and_new_label_layouts_both_load_into_the_mix(tmp_path):
     new = load_item(Source("new", "instances", instance_root, {"train": ("0",)}), "0")
     np.testing.assert_array_equal(new.classes == BACKGROUND, instances == 0)
     assert new.image.shape == (64, 64, 1) and 0.0 <= new.image.min() and new.image.max() <= 1.0
+
+
+@pytest.mark.slow
+def test_a_short_generalist_run_writes_a_three_class_model_whose_card_says_how_it_was_fed(tmp_path):
+    from cellpipe.unet import UNetConfig, load_model
+    from cellpipe.unet.train_mix import MixConfig, train_generalist
+
+    config = MixConfig(shared_data=SHARED, out=tmp_path / "g.keras", architecture=UNetConfig(depth=2, base_filters=4),
+                       max_steps=2, batch_size=2, crop=64, validate_every=1, max_minutes=5)
+    lines = []
+    train_generalist(config, on_progress=lines.append)
+    model, card = load_model(tmp_path / "g.keras")
+    assert UNetConfig.of_model(model).classes == 3
+    assert card.any_polarity and card.cell_diameter == TRAINING_DIAMETER
+    assert set(card.scale["sources"]) == {"isbi", "dsb", "gowt1", "foam", "tissue", "nuclei-synthetic"}
+    assert card.training["sources"]["isbi"]["test"] == ["20", "21", "22", "23", "24"]
+    assert card.training["steps_run"] == 2 and "validation_loss" in card.metrics
+    assert any("step 2" in line for line in lines)
