@@ -227,6 +227,29 @@ def _read_raw(path: Path) -> np.ndarray:
     return array
 
 
+def scored_items(source: Source, split: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Return ``(name, image, truth)`` of the ``split`` items of ``source``, as a user would have them.
+
+    ``image`` is 2-D as :func:`cellpipe.io.read_image` reads the file (colour becomes
+    luminance); ``truth`` holds one label per cell (0: wall or background).
+    """
+    from cellpipe.io import read_image
+
+    items = []
+    for name in source.items(split):
+        if source.layout == "synthetic":
+            raw, classes = synthetic_pair(source.name, int(name))
+            truth = instances_from_classes(classes)
+        elif source.layout == "seed":
+            raw = read_image(_find(source.root / "image", name))
+            truth = instances_from_classes(classes_from_label(read_image(_find(source.root / "label", name))))
+        else:
+            raw = read_image(_find(source.root / "images", name))
+            truth = read_image(_find(source.root / "masks", name)).astype(np.int32)
+        items.append((name, raw, truth))
+    return items
+
+
 def write_split(source: Source, split: str, out_dir: str | Path) -> Path:
     """Write the ``split`` items of ``source`` to ``out_dir`` in the seed layout; return ``out_dir``.
 
@@ -440,6 +463,7 @@ __all__ = [
     "mix_batches",
     "mix_crop",
     "normalised_view",
+    "scored_items",
     "synthetic_pair",
     "write_split",
 ]

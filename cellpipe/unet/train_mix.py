@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import shlex
 import sys
@@ -199,8 +200,20 @@ def _diameters(pairs: list[ClassPair]) -> dict[str, dict[str, float]]:
 def _record(config: MixConfig, sources) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()
                 if k not in ("architecture", "augmentation", "command")}
+    parent = None
+    if config.init_from is not None:
+        from cellpipe.pipeline import file_sha256
+        from cellpipe.unet.model import card_path
+
+        parent_card = json.loads(card_path(config.init_from).read_text())
+        parent = {"path": str(config.init_from), "sha256": file_sha256(config.init_from),
+                  "command": parent_card.get("training", {}).get("command"),
+                  "steps_run": parent_card.get("training", {}).get("steps_run"),
+                  "best_step": parent_card.get("training", {}).get("best_step"),
+                  "initial_model": parent_card.get("training", {}).get("initial_model")}
     return {
         "command": config.command,
+        "initial_model": parent,
         "recipe": "cellpipe.unet.train_mix",
         "sources": {s.name: {"layout": s.layout, "root": str(s.root) if s.root else None, "weight": s.weight,
                              **{split: list(s.items(split)) for split in ("train", "val", "test")}} for s in sources},
