@@ -99,6 +99,9 @@ class Settings:
         Folder of files cellpipe can rebuild at any time: the content hashes of listed
         blobs (``blob-hashes.sqlite``), so that a blob is downloaded to hash it only once
         per version. Default: the user's cache directory. Deleting it only costs downloads.
+    query_timeout : float
+        Seconds after which ``cellpipe query`` and ``cellpipe export`` cancel their query
+        (on the server too); 0 means no limit. Their ``--timeout`` flag overrides it.
     """
 
     db_url: str = ""
@@ -114,6 +117,7 @@ class Settings:
     views: int = PipelineParams.views
     storage_retries: int = 5
     cache_dir: str = ""
+    query_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.db_url:

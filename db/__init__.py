@@ -20,6 +20,7 @@ This package knows tables, sessions, migrations and queries; nothing about image
 from cellpipe.db.bulk import cell_columns
 from cellpipe.db.engine import (
     DatabaseError,
+    NoDatabaseError,
     create_engine,
     create_readonly_engine,
     read_connection,
@@ -27,7 +28,9 @@ from cellpipe.db.engine import (
 )
 from cellpipe.db.exports import export
 from cellpipe.db.models import Base, Cell, Image, Model, Run, Segmentation
-from cellpipe.db.queries import QueryError, QueryResult, ReadOnlyError, prepare_for_reading, readonly_query
+from cellpipe.db.isolation import QueryInterrupted, QueryTimeout
+from cellpipe.db.postgres_isolation import READER_ROLE, reader_role_problem
+from cellpipe.db.queries import QueryError, QueryResult, ReadOnlyError, check_readable, readonly_query
 from cellpipe.db.registry import get_default_model, get_model, list_models, register_model, set_default_model
 from cellpipe.db.schema import (
     SchemaError,
@@ -55,14 +58,19 @@ __all__ = [
     "DatabaseError",
     "Image",
     "Model",
+    "NoDatabaseError",
     "QueryError",
+    "QueryInterrupted",
     "QueryResult",
+    "QueryTimeout",
+    "READER_ROLE",
     "ReadOnlyError",
     "Run",
     "SchemaError",
     "SchemaStatus",
     "Segmentation",
     "cell_columns",
+    "check_readable",
     "create_engine",
     "create_readonly_engine",
     "ensure_schema",
@@ -77,8 +85,8 @@ __all__ = [
     "mark_interrupted_runs",
     "open_database",
     "parameter_hash",
-    "prepare_for_reading",
     "read_connection",
+    "reader_role_problem",
     "readonly_query",
     "register_image",
     "register_model",

@@ -7,8 +7,9 @@ lock up front, so two writers queue on the busy timeout instead of failing with
 "database is locked" when one upgrades a read to a write.
 
 Read-only engines are read-only by construction, not by convention: SQLite is opened
-with ``mode=ro`` (plus ``PRAGMA query_only``), PostgreSQL sessions start with
-``default_transaction_read_only`` on and every transaction is ``READ ONLY``.
+with ``mode=ro`` (plus ``PRAGMA query_only``) and never created, PostgreSQL sessions
+start with ``default_transaction_read_only`` on and every transaction is ``READ ONLY``.
+What else guards the SQL of ``cellpipe query``: :mod:`cellpipe.db.isolation`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ MIN_SQLITE_VERSION = (3, 35, 0)  # RETURNING (3.35), upserts (3.24), window func
 
 class DatabaseError(RuntimeError):
     """The database cannot be opened or is not in the state cellpipe needs."""
+
+
+class NoDatabaseError(DatabaseError):
+    """There is no database to read: a SQLite file that does not exist, or one without cellpipe's tables."""
 
 
 def parse_url(url: str | URL) -> URL:
@@ -109,14 +114,14 @@ def create_readonly_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BU
 
     Raises
     ------
-    DatabaseError
-        For a SQLite file that does not exist.
+    NoDatabaseError
+        For a SQLite file that does not exist (it is never created).
     """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_path(parsed).resolve()
         if not path.is_file():
-            raise DatabaseError(f"no cellpipe database at {path}; run `cellpipe db upgrade` first")
+            raise NoDatabaseError(f"no database at {path}; `cellpipe db upgrade --db URL` creates one")
         readonly_url = URL.create(
             "sqlite+pysqlite",
             database=f"file:{quote(str(path))}",

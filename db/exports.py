@@ -4,21 +4,27 @@
 image and model lineage); ``images`` exports ``image_summary``. Rows are read from a
 read-only engine in batches (a server-side cursor on PostgreSQL) and written batch by
 batch, to ``OUT.partial`` first and renamed to ``OUT`` once complete, so a failed
-export never leaves a truncated file under the requested name.
+export never leaves a truncated file under the requested name. Reading is guarded as
+``cellpipe query`` is (:mod:`cellpipe.db.isolation`): a READ ONLY transaction as role
+``cellpipe_reader`` where the login role may switch to it, with a time limit, cancelled
+on the server by SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from sqlalchemy import Date, DateTime, Double, Float, Integer, Select, String, Table, Text, select
+from sqlalchemy import Connection, Date, DateTime, Double, Float, Integer, Select, String, Table, Text, select
 from sqlalchemy.engine import URL
 from sqlalchemy.types import Boolean, TypeEngine
 
-from cellpipe.db.engine import create_readonly_engine
+from cellpipe.db.engine import create_readonly_engine, parse_url
+from cellpipe.db.isolation import DEFAULT_TIMEOUT_S, Guard, guarded, sqlite_guarded, translated_errors
+from cellpipe.db.postgres_isolation import postgresql_transaction
 from cellpipe.db.output import write_rows
 from cellpipe.db.views import cell_metrics, image_summary
 
@@ -36,6 +42,7 @@ def export(
     since: dt.date | None = None,
     until: dt.date | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> int:
     """Write the ``cells`` or ``images`` of ``url`` to ``out``; return the number of rows.
 
@@ -53,6 +60,15 @@ def export(
         Keep images whose batch date is on or after ``since`` / on or before ``until``.
     batch_size : int
         Rows read and written at a time.
+    timeout_s : float or None
+        Seconds after which the export is cancelled (no file is left); 0 or None for no
+        limit.
+
+    Raises
+    ------
+    QueryTimeout, QueryInterrupted
+        When the export runs past ``timeout_s`` or a signal stops it (the query is
+        cancelled on the server first).
     """
     if what not in EXPORTS:
         raise ValueError(f"can export {sorted(EXPORTS)}, not {what!r}")
@@ -64,23 +80,37 @@ def export(
     statement = _statement(view, since, until)
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
-    engine = create_readonly_engine(url)
+    backend = parse_url(url).get_backend_name()
     try:
-        with engine.connect() as connection:
-            result = connection.execute(statement, execution_options={"yield_per": batch_size})
-            batches = _utc_batches(view, result.partitions())
-            if format == "csv":
-                with partial.open("w", newline="", encoding="utf-8") as stream:
-                    count = write_rows(list(result.keys()), _rows(batches), stream, format="csv")
-            else:
-                count = _write_parquet(view, batches, partial)
+        with guarded(timeout_s) as guard, translated_errors(guard, backend=backend):
+            with _read_transaction(url, backend, guard) as connection:
+                result = connection.execute(statement, execution_options={"yield_per": batch_size})
+                batches = _utc_batches(view, result.partitions())
+                if format == "csv":
+                    with partial.open("w", newline="", encoding="utf-8") as stream:
+                        count = write_rows(list(result.keys()), _rows(batches), stream, format="csv")
+                else:
+                    count = _write_parquet(view, batches, partial)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+    return count
+
+
+@contextlib.contextmanager
+def _read_transaction(url: str | URL, backend: str, guard: Guard) -> Iterator[Connection]:
+    if backend != "sqlite":
+        with postgresql_transaction(url, guard, user_sql=False) as session:
+            yield session.connection
+        return
+    engine = create_readonly_engine(url)
+    try:
+        with engine.connect() as connection, connection.begin():
+            with sqlite_guarded(connection.connection.driver_connection, guard):
+                yield connection
     finally:
         engine.dispose()
-    return count
 
 
 def _statement(view: Table, since: dt.date | None, until: dt.date | None) -> Select[Any]:

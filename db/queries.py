@@ -1,10 +1,12 @@
-"""Read-only SQL on the cell database, streamed row by row.
+"""Read-only SQL on the cell database, streamed row by row, with a time limit.
 
-:func:`readonly_query` runs one statement of the user's SQL on a read-only engine (see
-:func:`cellpipe.db.engine.create_readonly_engine`) and yields its rows in batches from
-the driver: SQLite's cursor steps through the result, PostgreSQL's rows arrive through
-psycopg's ``cursor.stream()``, so a million cells never sit in memory at once. A write
-statement fails in the database itself; the error is raised as :class:`ReadOnlyError`.
+:func:`readonly_query` runs one statement of the user's SQL on a read-only engine and
+yields its rows in batches from the driver: SQLite's cursor steps through the result,
+PostgreSQL's rows arrive through psycopg's ``cursor.stream()``, so a million cells never
+sit in memory at once. What keeps the statement from changing anything, from running
+past its time limit, or running on after SIGTERM is in :mod:`cellpipe.db.isolation`; a
+statement that tries to write is refused by the database itself and raised as
+:class:`ReadOnlyError`.
 """
 
 from __future__ import annotations
@@ -14,76 +16,106 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from cellpipe.db.engine import DatabaseError, create_readonly_engine, is_sqlite, sqlite_path
-from cellpipe.db.schema import SchemaStatus, open_database, schema_status
+from cellpipe.db.engine import NoDatabaseError, create_readonly_engine, parse_url
+from cellpipe.db.isolation import (
+    DEFAULT_TIMEOUT_S,
+    Guard,
+    QueryError,
+    QueryInterrupted,
+    QueryTimeout,
+    ReadOnlyError,
+    guarded,
+    sqlite_guarded,
+    translated_errors,
+)
+from cellpipe.db.postgres_isolation import (
+    postgresql_transaction,
+    refuse_statements_without_rows,
+    refuse_written_transaction,
+)
+from cellpipe.db.schema import SchemaStatus, schema_status
 
 DEFAULT_BATCH_SIZE = 2_000
 
-
-class QueryError(DatabaseError):
-    """The database rejected the query; the message is the database's own."""
-
-
-class ReadOnlyError(QueryError):
-    """The query tried to change the database, which ``cellpipe query`` never does."""
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_TIMEOUT_S",
+    "QueryError",
+    "QueryInterrupted",
+    "QueryResult",
+    "QueryTimeout",
+    "ReadOnlyError",
+    "check_readable",
+    "readonly_query",
+]
 
 
 @dataclass
 class QueryResult:
-    """The columns of a running query and an iterator over its rows (tuples)."""
+    """The columns of a running query, an iterator over its rows (tuples), and a warning.
+
+    ``warning`` says, when it is not None, why the query does not run with the
+    isolation it should have (see :mod:`cellpipe.db.isolation`).
+    """
 
     columns: list[str]
     rows: Iterator[tuple[Any, ...]]
+    warning: str | None = None
 
 
-def prepare_for_reading(url: str | URL) -> SchemaStatus:
-    """Return the schema status of ``url``, creating the schema first if the database is empty.
+def check_readable(url: str | URL) -> SchemaStatus:
+    """Return the schema status of ``url``, which must hold cellpipe's schema; nothing is created.
 
-    A database used for the first time (a SQLite file that does not exist, an empty
-    PostgreSQL database) is upgraded to head like on any first use, so that queries
-    on it return no rows rather than "no such table".
+    Raises
+    ------
+    NoDatabaseError
+        For a SQLite file that does not exist, or a database without cellpipe's tables
+        (``cellpipe db upgrade`` creates them).
     """
-    if is_sqlite(url) and not sqlite_path(url).exists():
-        open_database(url).dispose()
     engine = create_readonly_engine(url)
     try:
         status = schema_status(engine)
     finally:
         engine.dispose()
     if status.is_empty:
-        open_database(url).dispose()
-        engine = create_readonly_engine(url)
-        try:
-            status = schema_status(engine)
-        finally:
-            engine.dispose()
+        shown = parse_url(url).render_as_string(hide_password=True)
+        raise NoDatabaseError(f"{shown} has no cellpipe tables; `cellpipe db upgrade --db URL` creates them")
     return status
 
 
 @contextlib.contextmanager
 def readonly_query(
-    url: str | URL, sql: str, *, batch_size: int = DEFAULT_BATCH_SIZE
+    url: str | URL,
+    sql: str,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
 ) -> Iterator[QueryResult]:
     """Run ``sql`` read-only on ``url``; yield its columns and a streaming row iterator.
 
-    The rows must be consumed inside the ``with`` block.
+    The rows must be consumed inside the ``with`` block; the time limit covers them.
 
     Parameters
     ----------
     url : str or URL
         Database URL (SQLite or PostgreSQL).
     sql : str
-        One SQL statement.
+        One SQL statement that returns rows.
     batch_size : int
         Rows fetched from the database at a time.
+    timeout_s : float or None
+        Seconds after which the query is cancelled; 0 or None for no limit.
 
     Raises
     ------
     ReadOnlyError
-        When the statement tries to write (nothing is changed).
+        When the statement tries to write or returns no rows (nothing is changed).
+    QueryTimeout
+        When the query runs past ``timeout_s`` (it is cancelled on the server).
+    QueryInterrupted
+        When SIGTERM or SIGINT arrives while it runs (it is cancelled on the server).
     QueryError
         When the database rejects the statement, with the database's message.
 
@@ -95,44 +127,47 @@ def readonly_query(
     """
     if not sql.strip():
         raise QueryError("the query is empty")
-    engine = create_readonly_engine(url)
-    try:
-        if engine.dialect.name == "sqlite":
-            with _sqlite_query(engine, sql, batch_size) as result:
+    backend = parse_url(url).get_backend_name()
+    with guarded(timeout_s) as guard, translated_errors(guard, backend=backend):
+        if backend == "sqlite":
+            with _sqlite_query(url, sql, batch_size, guard) as result:
                 yield result
         else:
-            with _postgresql_query(engine, sql, batch_size) as result:
+            with _postgresql_query(url, sql, batch_size, guard) as result:
                 yield result
+
+
+@contextlib.contextmanager
+def _sqlite_query(url: str | URL, sql: str, batch_size: int, guard: Guard) -> Iterator[QueryResult]:
+    engine = create_readonly_engine(url)
+    try:
+        with engine.connect() as connection:
+            driver_connection = connection.connection.driver_connection
+            with sqlite_guarded(driver_connection, guard):
+                cursor = driver_connection.cursor()
+                try:
+                    cursor.execute(sql)
+                    columns = [description[0] for description in cursor.description or ()]
+                    yield QueryResult(columns, _batched_rows(cursor, batch_size))
+                finally:
+                    cursor.close()
     finally:
         engine.dispose()
 
 
 @contextlib.contextmanager
-def _sqlite_query(engine: Engine, sql: str, batch_size: int) -> Iterator[QueryResult]:
-    with engine.connect() as connection:
-        driver_connection = connection.connection.driver_connection
+def _postgresql_query(url: str | URL, sql: str, batch_size: int, guard: Guard) -> Iterator[QueryResult]:
+    with postgresql_transaction(url, guard, user_sql=True) as session:
+        driver_connection = session.connection.connection.driver_connection
+        refuse_statements_without_rows(driver_connection, sql)
         cursor = driver_connection.cursor()
+        stream = _psycopg_stream(cursor, sql, batch_size)
         try:
-            with _translated_errors():
-                cursor.execute(sql)
-            columns = [description[0] for description in cursor.description or ()]
-            yield QueryResult(columns, _batched_rows(cursor, batch_size))
-        finally:
-            cursor.close()
-
-
-@contextlib.contextmanager
-def _postgresql_query(engine: Engine, sql: str, batch_size: int) -> Iterator[QueryResult]:
-    with engine.connect() as connection, connection.begin():  # begin: SET TRANSACTION READ ONLY
-        driver_connection = connection.connection.driver_connection
-        cursor = driver_connection.cursor()
-        try:
-            with _translated_errors():
-                stream = _psycopg_stream(cursor, sql, batch_size)
-                first = next(stream, None)
+            first = next(stream, None)
             columns = [column.name for column in cursor.description or ()]
-            yield QueryResult(columns, _chained_rows(first, stream))
+            yield QueryResult(columns, _checked_rows(first, stream, driver_connection), session.warning)
         finally:
+            stream.close()  # an unfinished stream cancels its query on the server
             cursor.close()
 
 
@@ -146,39 +181,15 @@ def _psycopg_stream(cursor: Any, sql: str, batch_size: int) -> Iterator[tuple[An
         yield from cursor.stream(sql)
 
 
-def _chained_rows(first: tuple[Any, ...] | None, rest: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
-    if first is None:
-        return
-    yield first
-    with _translated_errors():
+def _checked_rows(
+    first: tuple[Any, ...] | None, rest: Iterator[tuple[Any, ...]], driver_connection: Any
+) -> Iterator[tuple[Any, ...]]:
+    if first is not None:
+        yield first
         yield from rest
+    refuse_written_transaction(driver_connection)
 
 
 def _batched_rows(cursor: sqlite3.Cursor, batch_size: int) -> Iterator[tuple[Any, ...]]:
-    with _translated_errors():
-        while batch := cursor.fetchmany(batch_size):
-            yield from batch
-
-
-@contextlib.contextmanager
-def _translated_errors() -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.Error as error:
-        if getattr(error, "sqlite_errorname", "").startswith("SQLITE_READONLY") or "readonly" in str(error):
-            raise ReadOnlyError(_read_only_message(str(error))) from None
-        raise QueryError(str(error)) from None
-    except Exception as error:
-        if type(error).__module__.startswith("psycopg"):
-            message = str(error).strip()
-            if getattr(error, "sqlstate", None) == "25006":  # read_only_sql_transaction
-                raise ReadOnlyError(_read_only_message(message)) from None
-            raise QueryError(message) from None
-        raise
-
-
-def _read_only_message(database_message: str) -> str:
-    return (
-        "cellpipe query is read-only and cannot change the database "
-        f"(the database said: {database_message}); nothing was changed"
-    )
+    while batch := cursor.fetchmany(batch_size):
+        yield from batch

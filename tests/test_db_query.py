@@ -7,12 +7,16 @@ import datetime as dt
 import hashlib
 import io
 import json
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
+import psycopg
 import pytest
-from db_fixtures import make_cells
+from db_fixtures import POSTGRES_ADMIN_URL, make_cells
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from cellpipe import db
@@ -22,10 +26,41 @@ from cellpipe.db import Cell
 
 runner = CliRunner()
 DAY = dt.date(2024, 6, 1)
+ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
 
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def reader_login(postgres_session_url) -> None:
+    """Give cellpipe_reader (created by the migrations) a login on the test server.
+
+    The tests connect as the server's superuser, and `cellpipe query` then runs the SQL
+    on a connection of its own as cellpipe_reader (the test server trusts local logins).
+    """
+    let_reader_log_in()
+
+
+@pytest.fixture(autouse=True)
+def _reader_login_on_postgresql(request):
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "postgresql" in callspec.params.values():
+        request.getfixturevalue("reader_login")
+
+
+def let_reader_log_in() -> None:
+    """ALTER ROLE cellpipe_reader LOGIN unless it can already log in (roles are the server's, not a database's)."""
+    conninfo = make_url(POSTGRES_ADMIN_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        for _attempt in range(5):
+            if admin.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [db.READER_ROLE]).fetchone()[0]:
+                return
+            try:
+                admin.execute(f"ALTER ROLE {db.READER_ROLE} LOGIN")
+            except psycopg.errors.InternalError:  # "tuple concurrently updated": another test process
+                continue
 
 
 @pytest.fixture
@@ -115,10 +150,39 @@ def test_table_output_aligns_columns_and_counts_rows(db_url, stored):
     assert lines[-1] == "(3 rows)"
 
 
-def test_querying_a_new_database_creates_its_schema_first(empty_db_url):
+def test_a_missing_sqlite_file_is_an_error_and_is_not_created(tmp_path):
+    path = tmp_path / "mistyped" / "cells.sqlite"
+    result = query(f"sqlite:///{path}", "SELECT count(*) FROM cells")
+    assert result.exit_code == 2
+    assert f"no database at {path}" in result.output
+    assert not path.exists() and not path.parent.exists()
+
+
+def test_a_database_without_cellpipe_tables_is_an_error_and_is_left_empty(empty_db_url):
+    if empty_db_url.startswith("sqlite"):
+        path = Path(make_url(empty_db_url).database)
+        path.parent.mkdir(parents=True)
+        sqlite3.connect(path).close()  # an empty file
     result = query(empty_db_url, "SELECT count(*) AS n FROM cells", "--format", "json")
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == [{"n": 0}]
+    assert result.exit_code == 2
+    assert "no cellpipe tables" in result.output and "cellpipe db upgrade" in result.output
+    engine = db.create_readonly_engine(empty_db_url)
+    try:
+        assert db.schema_status(engine).is_empty
+    finally:
+        engine.dispose()
+
+
+def test_the_timeout_setting_applies_without_the_flag(db_url, monkeypatch):
+    monkeypatch.setenv("CELLPIPE_QUERY_TIMEOUT", "0.5")
+    result = query(db_url, ENDLESS)
+    assert result.exit_code == 3, result.output
+    assert "time limit of 0.5 s" in result.output
+
+
+def test_a_negative_timeout_is_refused(db_url):
+    result = query(db_url, "SELECT 1", "--timeout", "-1")
+    assert result.exit_code == 2
 
 
 # VmHWM is the peak resident size of this process's own address space. ru_maxrss is not
