@@ -211,7 +211,10 @@ def train_config(options: Mapping[str, Any], command: str) -> "TrainConfig":
     from cellpipe.unet.train import TrainConfig
 
     options = dict(options)
-    architecture = UNetConfig(**{f.name: options.pop(f.name) for f in dataclasses.fields(UNetConfig)})
+    # `cellpipe model train` trains edge models: the architecture options it has are those
+    # of UNetConfig but its number of classes (the generalist has its own command).
+    architecture = UNetConfig(**{f.name: options.pop(f.name) for f in dataclasses.fields(UNetConfig)
+                                 if f.name in options})
     augmentation = Augmentation() if options.pop("augment") else Augmentation.none()
     renamed = {"val": "val_dir", "lr": "learning_rate"}
     return TrainConfig(**{renamed.get(key, key): value for key, value in options.items()},

@@ -152,7 +152,7 @@ def test_the_command_line_trains_and_records_its_command(cells_dir, tmp_path, mo
     assert result.exit_code == 0, result.output
     card = json.loads(card_path(out).read_text())
     assert card["training"]["command"].startswith(f"cellpipe model train {cells_dir} --out {out}")
-    assert card["architecture"] == {"depth": 2, "base_filters": 4, "batch_norm": True, "dropout": 0.0, "max_filters": 8}
+    assert card["architecture"] == {"depth": 2, "base_filters": 4, "batch_norm": True, "dropout": 0.0, "max_filters": 8, "classes": 1}
     assert UNetConfig.of_model(load_model(out)[0]).max_filters == 8
 
 
