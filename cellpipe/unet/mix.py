@@ -184,17 +184,7 @@ def load_item(source: Source, item: str, contrast=None) -> ClassPair:
     from cellpipe.io import read_image
     from cellpipe.preprocess import contrast_gray
 
-    if source.layout == "synthetic":
-        raw, classes = synthetic_pair(source.name, int(item))
-    elif source.layout == "seed":
-        raw = read_image(_find(source.root / "image", item))
-        label = read_image(_find(source.root / "label", item))
-        classes = classes_from_label(label[..., 0] if label.ndim == 3 else label)
-    elif source.layout == "instances":
-        raw = _read_raw(_find(source.root / "images", item))
-        classes = classes_from_instances(read_image(_find(source.root / "masks", item)))
-    else:
-        raise ValueError(f"unknown source layout {source.layout!r}")
+    raw, classes = _raw_and_classes(source, item)
     if raw.ndim == 3:
         channels = np.stack([contrast_gray(raw[..., c], contrast) for c in range(3)], axis=-1)
     else:
@@ -206,6 +196,21 @@ def load_item(source: Source, item: str, contrast=None) -> ClassPair:
     else:
         diameter = median_diameter(instances_from_classes(classes))
     return ClassPair(source.name, item, np.ascontiguousarray(channels, np.float32), classes, diameter or TRAINING_DIAMETER)
+
+
+def _raw_and_classes(source: Source, item: str) -> tuple[np.ndarray, np.ndarray]:
+    # The item's pixels as stored (colour kept) and its class map.
+    from cellpipe.io import read_image
+
+    if source.layout == "synthetic":
+        return synthetic_pair(source.name, int(item))
+    if source.layout == "seed":
+        label = read_image(_find(source.root / "label", item))
+        return _read_raw(_find(source.root / "image", item)), classes_from_label(label[..., 0] if label.ndim == 3 else label)
+    if source.layout == "instances":
+        masks = read_image(_find(source.root / "masks", item))
+        return _read_raw(_find(source.root / "images", item)), classes_from_instances(masks)
+    raise ValueError(f"unknown source layout {source.layout!r}")
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -265,19 +270,7 @@ def write_split(source: Source, split: str, out_dir: str | Path) -> Path:
     (out_dir / "image").mkdir(parents=True, exist_ok=True)
     (out_dir / "label").mkdir(parents=True, exist_ok=True)
     for item in source.items(split):
-        if source.layout == "synthetic":
-            raw, classes = synthetic_pair(source.name, int(item))
-        elif source.layout == "seed":
-            raw = _read_raw(_find(source.root / "image", item))
-            from cellpipe.io import read_image
-
-            label = read_image(_find(source.root / "label", item))
-            classes = classes_from_label(label[..., 0] if label.ndim == 3 else label)
-        else:
-            from cellpipe.io import read_image
-
-            raw = _read_raw(_find(source.root / "images", item))
-            classes = classes_from_instances(read_image(_find(source.root / "masks", item)))
+        raw, classes = _raw_and_classes(source, item)
         label = np.select([classes == INTERIOR, classes == WALL], [255, 0], BACKGROUND_VALUE).astype(np.uint8)
         Image.fromarray(raw).save(out_dir / "image" / f"{item}.png")
         Image.fromarray(label).save(out_dir / "label" / f"{item}.png")
@@ -325,11 +318,7 @@ def normalised_view(pair: ClassPair, target: float = TRAINING_DIAMETER) -> tuple
     Colour images are mixed with the luminance weights that :func:`cellpipe.io.read_image`
     uses. This is the view validation scores the model on.
     """
-    zoom = pair.diameter / target
-    levels = pair.pyramid()
-    level = int(np.clip(math.floor(math.log2(max(zoom, 1.0))), 0, len(levels) - 1))
-    image, one_hot = levels[level]
-    zoom /= 2**level
+    image, one_hot, zoom = _level(pair, pair.diameter / target)
     height, width = (max(32, int(round(s / zoom))) for s in image.shape[:2])
     rows = (np.arange(height) + 0.5) * (image.shape[0] / height) - 0.5
     cols = (np.arange(width) + 0.5) * (image.shape[1] / width) - 0.5
@@ -338,6 +327,15 @@ def normalised_view(pair: ClassPair, target: float = TRAINING_DIAMETER) -> tuple
     gray = ndimage.map_coordinates(gray, coords, order=1, mode="mirror").astype(np.float32)
     hot = np.stack([ndimage.map_coordinates(one_hot[..., c], coords, order=1, mode="mirror") for c in range(N_CLASSES)], -1)
     return gray, hot.astype(np.float32)
+
+
+def _level(pair: ClassPair, zoom: float) -> tuple[np.ndarray, np.ndarray, float]:
+    # The pyramid level to sample a zoom from (never interpolating over more than 2 pixels
+    # per output pixel, which would alias), and the zoom left to apply on it.
+    levels = pair.pyramid()
+    level = int(np.clip(math.floor(math.log2(max(zoom, 1.0))), 0, len(levels) - 1))
+    image, one_hot = levels[level]
+    return image, one_hot, zoom / 2**level
 
 
 def _mix_gray(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -355,11 +353,7 @@ def mix_crop(
     """Return one augmented ``crop x crop`` sample ``(gray, one_hot)`` of ``pair``."""
     low, high = augmentation.scale_range
     cell_zoom = math.exp(rng.uniform(math.log(low), math.log(high)))
-    zoom = pair.diameter / target / cell_zoom
-    levels = pair.pyramid()
-    level = int(np.clip(math.floor(math.log2(max(zoom, 1.0))), 0, len(levels) - 1))
-    image, one_hot = levels[level]
-    zoom /= 2**level
+    image, one_hot, zoom = _level(pair, pair.diameter / target / cell_zoom)
     angle = math.radians(rng.uniform(-augmentation.rotation, augmentation.rotation))
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     stretch = np.diag(np.exp(rng.uniform(-1, 1, 2) * math.log1p(augmentation.stretch)))
