@@ -490,7 +490,7 @@ def test_a_signal_cancels_the_query_on_the_server(postgres_superuser_url, signal
     try:
         assert wait_until(lambda: any(state == "active" for _pid, state, _q in backends_running(marker)), 20.0)
         process.send_signal(signal_number)
-        _out, err = process.communicate(timeout=10)
+        _out, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 128 + signal_number, err
