@@ -25,12 +25,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from cellpipe.measure import regionprops_table
-from cellpipe.scale import RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
+from cellpipe.scale import MAX_FACTOR, MIN_FACTOR, RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
 from cellpipe.segment import SegmentParams, segment_edges
 from cellpipe.views import check_views
 
 #: Most network passes spent on one image while estimating its cell scale.
 MAX_SCALE_PASSES = 3
+DEFAULT_SCALE_PROBES = (0.5,)
 # Channels of a three-class model's output (cellpipe.unet.targets, kept TensorFlow-free here).
 INTERIOR, BACKGROUND = 0, 2
 
@@ -59,10 +60,12 @@ class PipelineParams:
         Median cell diameter in pixels of the images, for a model with a training scale
         (its card's ``scale``): images are resampled so their cells match the model's.
         ``None`` (default): estimated per image (:mod:`cellpipe.scale`).
-    scale_probe : float
-        Resampling factor of the first pass of the scale estimate: 1.0 (default) predicts
-        at native scale first, 0.5 on a half-size copy (cheaper, sees large cells better;
-        ``benchmarks/bench_scale.py`` measures which is right more often).
+    scale_probes : tuple of float
+        Resampling factors also tried when the first, native-scale pass of the scale
+        estimate finds cells off the model's size. Default ``(0.5,)``: a half-size copy
+        (a quarter of the cost), where cells the model split into fragments at native
+        scale have a size it knows. ``()`` trusts the native pass alone;
+        ``benchmarks/bench_scale.py`` measures both.
     tile, overlap, batch_size : int
         Tiled inference (see :func:`cellpipe.unet.predict_edges`). They change speed and
         memory, not results beyond float rounding, so they are not part of
@@ -73,7 +76,7 @@ class PipelineParams:
     segment: SegmentParams = field(default_factory=SegmentParams)
     views: int = 1
     cell_diameter: float | None = None
-    scale_probe: float = 1.0
+    scale_probes: tuple[float, ...] = (0.5,)
     tile: int = 512
     overlap: int = 32
     batch_size: int = 2
@@ -88,8 +91,10 @@ class PipelineParams:
             if not self.cell_diameter > 0:
                 raise ValueError(f"cell_diameter must be a positive number of pixels, got {self.cell_diameter!r}")
             object.__setattr__(self, "cell_diameter", float(self.cell_diameter))
-        if not 0.1 <= self.scale_probe <= 1.0:
-            raise ValueError(f"scale_probe must be in [0.1, 1], got {self.scale_probe!r}")
+        probes = tuple(float(p) for p in self.scale_probes)
+        if not all(MIN_FACTOR <= p <= MAX_FACTOR for p in probes):
+            raise ValueError(f"scale_probes must be factors in [{MIN_FACTOR}, {MAX_FACTOR}], got {self.scale_probes!r}")
+        object.__setattr__(self, "scale_probes", probes)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the parameters that decide the result (JSON-serialisable).
@@ -100,8 +105,8 @@ class PipelineParams:
         values = {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
         if self.cell_diameter is not None:
             values["cell_diameter"] = self.cell_diameter
-        if self.scale_probe != 1.0:
-            values["scale_probe"] = self.scale_probe
+        if self.scale_probes != DEFAULT_SCALE_PROBES:
+            values["scale_probes"] = list(self.scale_probes)
         return values
 
     @classmethod
@@ -116,7 +121,7 @@ class PipelineParams:
             segment=SegmentParams(**{"merge_threshold": 0.0, **parameters["segment"]}),
             views=parameters.get("views", 1),
             cell_diameter=parameters.get("cell_diameter"),
-            scale_probe=parameters.get("scale_probe", 1.0),
+            scale_probes=tuple(parameters.get("scale_probes", DEFAULT_SCALE_PROBES)),
         )
 
 
@@ -277,25 +282,33 @@ class CellSegmenter:
             maps = self._maps(network_input, factor, timings)
             labels, background, edges = self._labels(maps, factor, image.shape, timings)
         else:
-            # Predict at native scale, measure the cells found, and resample and predict
-            # again while they are off the model's size (at most MAX_SCALE_PASSES passes).
-            # Of the passes made, the one where the model saw its cells closest to the
-            # training size wins: a poor first segmentation cannot drag the scale away.
-            factor, passes = self.params.scale_probe, []
-            while True:
+            # Predict at native scale and measure the cells found. When they are off the
+            # model's size, predict again at the scale they ask for and at each probe
+            # scale (a half-size copy shows cells the model split into fragments at native
+            # scale at a size it knows), and keep the pass where the model saw its cells
+            # closest to the training size.
+            passes = []
+
+            def run(factor: float) -> None:
                 maps = self._maps(network_input, factor, timings)
                 labels, background, edges = self._labels(maps, factor, image.shape, timings)
                 diameter = diameter_of_labels(labels, min_area=self.params.segment.min_area)
                 passes.append((factor, diameter, maps, labels, background, edges))
-                wanted = scale_factor(diameter, training_diameter)
-                if diameter is None or len(passes) == MAX_SCALE_PASSES or (
-                    max(wanted, factor) / min(wanted, factor) <= RESAMPLE_TOLERANCE
-                ):
-                    break
-                factor = wanted
-            factor, diameter, maps, labels, background, edges = min(
-                passes, key=lambda p: abs(math.log(p[1] * p[0] / training_diameter)) if p[1] else math.inf
-            )
+
+            def misfit(candidate) -> float:
+                factor, diameter = candidate[:2]
+                return abs(math.log(diameter * factor / training_diameter)) if diameter else math.inf
+
+            def tried(factor: float) -> bool:
+                return any(max(factor, p[0]) / min(factor, p[0]) <= RESAMPLE_TOLERANCE for p in passes)
+
+            run(1.0)
+            wanted = scale_factor(passes[0][1], training_diameter)
+            if not tried(wanted) or passes[0][1] is None:
+                for factor in ([wanted] if passes[0][1] else []) + list(self.params.scale_probes):
+                    if not tried(factor) and len(passes) < MAX_SCALE_PASSES:
+                        run(factor)
+            factor, diameter, maps, labels, background, edges = min(passes, key=misfit)
             scale = ScaleChoice(diameter, factor, "estimated", len(passes))
         return Prediction(maps, image.shape, scale, bool(inverted), labels, edges, background, timings)
 
