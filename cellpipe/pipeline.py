@@ -195,7 +195,8 @@ class CellSegmenter:
     Parameters
     ----------
     model_path : path, optional
-        ``.keras`` model with its JSON card next to it; ``None`` is the shipped default.
+        ``.keras`` model with its JSON card next to it, its folder, or the name of a
+        shipped model (``"isbi-edge"``); ``None`` is the shipped default.
     params : PipelineParams, optional
         Default: ``PipelineParams()`` with the post-processing parameters tuned for the
         model (its card's ``postprocessing``), where it has them.
@@ -211,10 +212,10 @@ class CellSegmenter:
     def __init__(self, model_path: str | os.PathLike[str] | None = None, params: PipelineParams | None = None) -> None:
         # TensorFlow is imported here, not at module import, so that code which only
         # measures or stores cells does not pay for it.
-        from cellpipe.unet import DEFAULT_MODEL_PATH, EdgePredictor, load_model
+        from cellpipe.shipped import model_file
+        from cellpipe.unet import EdgePredictor, load_model
 
-        path = Path(model_path) if model_path else DEFAULT_MODEL_PATH
-        self.model_path = path / "model.keras" if path.is_dir() else path
+        self.model_path = model_file(model_path)
         model, self.card = load_model(self.model_path)
         self.params = params or PipelineParams(segment=self.tuned_segment_params())
         self._predictor = EdgePredictor(model)

@@ -75,10 +75,10 @@ def resolve_model(model: str) -> ModelInfo:
     ModelNotFoundError
         When the file or its card is missing; the message says what to do.
     """
+    from cellpipe.shipped import model_file
+
     shipped = shipped_model_path()
-    path = Path(model).expanduser() if model else shipped
-    if path.is_dir():
-        path = path / "model.keras"
+    path = model_file(model)
     if not path.is_file():
         hint = ("the shipped model is not in this checkout yet; train one with `cellpipe model train` "
                 "or give --model PATH" if path == shipped else "check --model / [cellpipe] model")

@@ -369,6 +369,9 @@ def save_model(model: keras.Model, card: ModelCard, path: str | os.PathLike[str]
 def load_model(path: str | os.PathLike[str] | None = None) -> tuple[keras.Model, ModelCard]:
     """Return the model saved at ``path`` and its card; ``None`` loads the shipped default.
 
+    ``path`` may also be a folder holding ``model.keras`` or the name of a shipped model
+    (:func:`cellpipe.shipped.model_file`).
+
     Raises
     ------
     FileNotFoundError
@@ -376,9 +379,9 @@ def load_model(path: str | os.PathLike[str] | None = None) -> tuple[keras.Model,
     ValueError
         When the card cannot be read.
     """
-    path = Path(path) if path is not None else DEFAULT_MODEL_PATH
-    if path.is_dir():
-        path = path / "model.keras"
+    from cellpipe.shipped import model_file
+
+    path = model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no U-Net model at {path}; train one with `cellpipe model train`")
     card_file = card_path(path)
