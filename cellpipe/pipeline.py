@@ -196,7 +196,7 @@ class CellSegmenter:
     ----------
     model_path : path, optional
         ``.keras`` model with its JSON card next to it, its folder, or the name of a
-        shipped model (``"isbi-edge"``); ``None`` is the shipped default.
+        shipped model (``"generalist"``); ``None`` is the shipped default.
     params : PipelineParams, optional
         Default: ``PipelineParams()`` with the post-processing parameters tuned for the
         model (its card's ``postprocessing``), where it has them.

@@ -1,9 +1,10 @@
 """The models shipped with cellpipe, and how a ``--model`` value names a model file.
 
 Shipped models live in ``cellpipe/models/NAME/model.keras`` (card ``model.json`` next to
-it): ``default`` is the generalist every command uses unless told otherwise;
-``isbi-edge`` is the EM edge model that was the default before it. Nothing here imports
-TensorFlow, so the batch's coordinator can resolve models without it.
+it): ``default`` is the EM edge model every command uses unless told otherwise;
+``generalist`` is the three-class model for every kind of image (opt-in while it is
+undertrained; see the README). Nothing here imports TensorFlow, so the batch's
+coordinator can resolve models without it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ def model_file(model: str | os.PathLike[str] | None) -> Path:
     """Return the ``.keras`` file that ``model`` names.
 
     ``None`` or ``""``: the shipped default. A path of a file, or of a folder holding
-    ``model.keras``: that file. Otherwise the name of a shipped model (``isbi-edge``).
+    ``model.keras``: that file. Otherwise the name of a shipped model (``generalist``).
     The file itself is not checked: loading it says what is missing.
 
     Examples
     --------
-    >>> model_file(None).parent.name, model_file("isbi-edge").parent.name
-    ('default', 'isbi-edge')
+    >>> model_file(None).parent.name, model_file("generalist").parent.name
+    ('default', 'generalist')
     """
     if not model:
         return MODELS_DIR / "default" / "model.keras"

@@ -195,7 +195,7 @@ def _shipped():
     from cellpipe.pipeline import CellSegmenter
 
     if "default" not in _SEGMENTER:
-        _SEGMENTER["default"] = CellSegmenter()
+        _SEGMENTER["default"] = CellSegmenter("generalist")
     return _SEGMENTER["default"]
 
 
