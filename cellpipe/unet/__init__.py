@@ -8,18 +8,39 @@ Training lives in :mod:`cellpipe.unet.train` (``python -m cellpipe.unet.train DA
 --out MODEL.keras``, the same as ``cellpipe model train``).
 """
 
-from cellpipe.unet.infer import EdgePredictor, model_input, predict_edges
-from cellpipe.unet.model import (
-    DEFAULT_MODEL_PATH,
-    ModelCard,
-    UNetConfig,
-    build_unet,
-    card_path,
-    fold_batch_norm,
-    forward_flops,
-    load_model,
-    save_model,
-)
+import importlib
+
+# Names and the submodule that defines each. They are loaded on first use (PEP 562), so
+# that the TensorFlow-free parts of this package (targets, data, mix) can be imported by
+# code that must not pay for TensorFlow: the tuning, the dataset check, the pipeline's
+# module import.
+_EXPORTS = {
+    "EdgePredictor": "infer",
+    "model_input": "infer",
+    "predict_edges": "infer",
+    "DEFAULT_MODEL_PATH": "model",
+    "ModelCard": "model",
+    "UNetConfig": "model",
+    "build_unet": "model",
+    "card_path": "model",
+    "fold_batch_norm": "model",
+    "forward_flops": "model",
+    "load_model": "model",
+    "save_model": "model",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
