@@ -9,7 +9,6 @@ image (a wall left open), and more cell than wall.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import numpy as np
 from skimage import measure
 
 from cellpipe.io import ImageReadError, read_image
+from cellpipe.unet.data import dataset_folders, natural_key
+from cellpipe.unet.targets import BACKGROUND_VALUE
 
 #: Suffixes of the files that are looked at as images or labels.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
@@ -109,9 +110,9 @@ def check_dataset(
         When ``data_dir`` has neither layout.
     """
     data_dir = Path(data_dir)
-    image_dir, label_dir = _folders(data_dir)
+    image_dir, label_dir = dataset_folders(data_dir)
     images, labels = _files_by_stem(image_dir), _files_by_stem(label_dir)
-    names = sorted(set(images) | set(labels), key=_natural_key)
+    names = sorted(set(images) | set(labels), key=natural_key)
     check = DatasetCheck(data_dir, image_dir, label_dir, n_pairs=len(set(images) & set(labels)))
     for name in names:
         if name not in labels:
@@ -166,14 +167,14 @@ def check_label(
     label = np.asarray(label)
     problems = []
     values = np.unique(label)
-    cell_values = values[(values != 0) & (values != _BACKGROUND)]
+    cell_values = values[(values != 0) & (values != BACKGROUND_VALUE)]
     if len(cell_values) > 1:
         shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
         problems.append(("not binary", f"{len(values)} different values ({shown}); a label holds only 0 "
                          "(walls), 255 (cells) and 128 (background, where there is no cell): paint with a hard "
                          "brush, no anti-aliasing, save as PNG"))
-    inside = (label > 0) & (label != _BACKGROUND)
-    if (label == _BACKGROUND).all():
+    inside = (label > 0) & (label != BACKGROUND_VALUE)
+    if (label == BACKGROUND_VALUE).all():
         return problems + [("no cells", "the label is all background (128); cells must be white")]
     if not inside.any():
         return problems + [("no cells", "the label is all black (0); cells must be white")]
@@ -200,20 +201,6 @@ def check_label(
     return problems
 
 
-#: Label value of background pixels (see cellpipe.unet.targets.BACKGROUND_VALUE).
-_BACKGROUND = 128
-
-
-def _folders(data_dir: Path) -> tuple[Path, Path]:
-    for root in (data_dir / "train", data_dir):
-        if (root / "image").is_dir() and (root / "label").is_dir():
-            return root / "image", root / "label"
-    raise FileNotFoundError(
-        f"{data_dir} holds no training data: expected folders {data_dir}/train/image and "
-        f"{data_dir}/train/label (or {data_dir}/image and {data_dir}/label)"
-    )
-
-
 def _files_by_stem(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir())
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
@@ -221,7 +208,3 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
 
 def _touches_border(bbox: tuple[int, int, int, int], height: int, width: int) -> bool:
     return bbox[0] == 0 or bbox[1] == 0 or bbox[2] == height or bbox[3] == width
-
-
-def _natural_key(name: str) -> tuple:
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))

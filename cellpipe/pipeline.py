@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cellpipe.measure import regionprops_table
+from cellpipe.unet.targets import BACKGROUND, INTERIOR
 from cellpipe.scale import MAX_FACTOR, MIN_FACTOR, RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
 from cellpipe.segment import SegmentParams, segment_edges
 from cellpipe.views import check_views
@@ -32,8 +33,6 @@ from cellpipe.views import check_views
 #: Most network passes spent on one image while estimating its cell scale.
 MAX_SCALE_PASSES = 3
 DEFAULT_SCALE_PROBES = (0.5,)
-# Channels of a three-class model's output (cellpipe.unet.targets, kept TensorFlow-free here).
-INTERIOR, BACKGROUND = 0, 2
 
 #: Accepted values of :attr:`PipelineParams.invert`.
 INVERT_CHOICES = ("auto", "true", "false")

@@ -37,18 +37,18 @@ import itertools
 import json
 import multiprocessing
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from cellpipe import __version__
 from cellpipe.io import ImageReadError, _write_atomically, read_image
 from cellpipe.metrics import evaluate_pair
 from cellpipe.segment import SegmentParams
+from cellpipe.unet.data import IMAGE_SUFFIXES, natural_key, parse_ids
+from cellpipe.unet.targets import classes_from_label, instances_from_classes
 
 __all__ = [
     "GRID",
@@ -71,9 +71,6 @@ GRID: dict[str, tuple[float, ...]] = {
     "merge_threshold": (0.0, 0.4, 0.5, 0.6, 0.7),
     "min_area": (8, 16, 32),
 }
-#: Value that marks background in a seed-layout label (as in :mod:`cellpipe.unet.targets`).
-BACKGROUND_VALUE = 128
-IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +102,7 @@ class TuningFolder:
         path, sep, ids = spec.rpartition(":")
         if not sep or not path or "/" in ids or "\\" in ids:
             return cls(Path(spec))
-        return cls(Path(path), tuple(_parse_ids(ids)))
+        return cls(Path(path), tuple(parse_ids(ids)))
 
     def __str__(self) -> str:
         return str(self.path) if self.ids is None else f"{self.path}:{','.join(self.ids)}"
@@ -120,10 +117,7 @@ def truth_from_seed_label(label: np.ndarray) -> np.ndarray:
     array([[1, 0, 2],
            [1, 0, 0]], dtype=int32)
     """
-    label = np.asarray(label)
-    interior = (label != 0) & (label != BACKGROUND_VALUE)
-    cells, _ = ndimage.label(interior)
-    return cells.astype(np.int32)
+    return instances_from_classes(classes_from_label(label))
 
 
 def folder_images(folder: TuningFolder) -> list[tuple[str, Path, np.ndarray]]:
@@ -137,7 +131,7 @@ def folder_images(folder: TuningFolder) -> list[tuple[str, Path, np.ndarray]]:
     layout, image_dir, label_dir = _layout(folder.path)
     images = _files_by_stem(image_dir)
     labels = _files_by_stem(label_dir)
-    stems = sorted(set(images) & set(labels), key=_natural_key)
+    stems = sorted(set(images) & set(labels), key=natural_key)
     if folder.ids is not None:
         missing = [stem for stem in folder.ids if stem not in stems]
         if missing:
@@ -405,29 +399,6 @@ def _layout(root: Path) -> tuple[str, Path, Path]:
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()}
-
-
-def _natural_key(name: str) -> tuple:
-    # "2" before "10", as cellpipe.unet.data.natural_key (not imported: it loads TensorFlow).
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name))
-
-
-def _parse_ids(spec: str) -> list[str]:
-    # The --val-ids syntax of `cellpipe model train` (cellpipe.unet.data.parse_ids, which
-    # loads TensorFlow): names and A-B ranges, comma-separated.
-    names: list[str] = []
-    for part in (p.strip() for p in spec.split(",")):
-        match = re.fullmatch(r"(\d+)-(\d+)", part)
-        if match:
-            first, last = int(match.group(1)), int(match.group(2))
-            if last < first:
-                raise ValueError(f"id range {part!r} runs backwards")
-            names.extend(str(i) for i in range(first, last + 1))
-        elif part:
-            names.append(part)
-    if not names:
-        raise ValueError(f"id list {spec!r} names no image")
-    return names
 
 
 def _unique(candidates: Sequence[SegmentParams]) -> list[SegmentParams]:

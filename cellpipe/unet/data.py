@@ -24,6 +24,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from cellpipe.unet.targets import BACKGROUND_VALUE
+
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -166,8 +168,6 @@ def load_pair(name: str, image_path: Path, label_path: Path, contrast=None, *, i
     image = contrast_gray(raw, contrast).astype(np.float32)
     if invert:
         image = 1.0 - image
-    from cellpipe.unet.targets import BACKGROUND_VALUE
-
     not_interior = (label == 0) | (label == BACKGROUND_VALUE)
     return TrainingPair(name, np.ascontiguousarray(image), not_interior.astype(np.float32))
 
