@@ -122,8 +122,10 @@ def labels_to_shape(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def diameter_of_labels(labels: np.ndarray, *, min_area: int = 8) -> float | None:
     """Return the median equivalent-circle diameter of the cells in ``labels`` (None if none).
 
-    The same statistic as the training scale's (:func:`cellpipe.unet.targets.median_diameter`):
-    cells under ``min_area`` pixels are fragments and are ignored.
+    The statistic training rescales every image to (``cellpipe.unet.targets.median_diameter``
+    is this function): cells under ``min_area`` pixels are fragments and are ignored. Cells
+    cut by the image border count too: leaving them out would bias small images towards
+    small cells.
 
     Examples
     --------

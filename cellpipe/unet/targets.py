@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from cellpipe.scale import diameter_of_labels
+
 __all__ = [
     "BACKGROUND",
     "BACKGROUND_VALUE",
@@ -94,15 +96,6 @@ def instances_from_classes(classes: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def median_diameter(instances: np.ndarray, *, min_area: int = 8) -> float | None:
-    """Return the median equivalent-circle diameter of the cells of ``instances`` (None if none).
-
-    ``instances`` is a label image (0 = no cell); cells under ``min_area`` pixels are
-    fragments and are ignored. Cells cut by the image border count too: leaving them out
-    would bias small images towards small cells.
-    """
-    areas = np.bincount(np.asarray(instances).ravel().astype(np.int64))[1:]
-    areas = areas[areas >= min_area]
-    if areas.size == 0:
-        return None
-    return float(np.sqrt(4.0 * np.median(areas) / np.pi))
+#: The median equivalent diameter of the cells of a label image, the statistic training
+#: rescales to and the pipeline estimates (one function: :func:`cellpipe.scale.diameter_of_labels`).
+median_diameter = diameter_of_labels
