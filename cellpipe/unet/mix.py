@@ -25,8 +25,11 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import ndimage
 
+from cellpipe.io import read_image
+from cellpipe.preprocess import contrast_gray
 from cellpipe.unet.targets import (
     BACKGROUND,
+    BACKGROUND_VALUE,
     INTERIOR,
     N_CLASSES,
     TRAINING_DIAMETER,
@@ -181,35 +184,30 @@ def synthetic_pair(source: str, seed: int, *, diameter: float | None = None) -> 
 
 def load_item(source: Source, item: str, contrast=None) -> ClassPair:
     """Return item ``item`` of ``source`` as a :class:`ClassPair`."""
-    from cellpipe.io import read_image
-    from cellpipe.preprocess import contrast_gray
-
-    raw, classes = _raw_and_classes(source, item)
+    raw, classes, cells = _item(source, item, _read_raw)
     if raw.ndim == 3:
         channels = np.stack([contrast_gray(raw[..., c], contrast) for c in range(3)], axis=-1)
     else:
         channels = contrast_gray(raw, contrast)[..., None]
     if raw.shape[:2] != classes.shape:
         raise ValueError(f"{source.name}/{item}: image {raw.shape[:2]} and labels {classes.shape} differ")
-    if source.layout == "instances":
-        diameter = median_diameter(read_image(_find(source.root / "masks", item)))
-    else:
-        diameter = median_diameter(instances_from_classes(classes))
+    diameter = median_diameter(cells)
     return ClassPair(source.name, item, np.ascontiguousarray(channels, np.float32), classes, diameter or TRAINING_DIAMETER)
 
 
-def _raw_and_classes(source: Source, item: str) -> tuple[np.ndarray, np.ndarray]:
-    # The item's pixels as stored (colour kept) and its class map.
-    from cellpipe.io import read_image
-
+def _item(source: Source, item: str, read) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # The item's pixels as ``read`` gives them, its class map, and its cells: the instance
+    # masks where the source has them (touching cells stay whole), else the interiors.
     if source.layout == "synthetic":
-        return synthetic_pair(source.name, int(item))
+        raw, classes = synthetic_pair(source.name, int(item))
+        return raw, classes, instances_from_classes(classes)
     if source.layout == "seed":
         label = read_image(_find(source.root / "label", item))
-        return _read_raw(_find(source.root / "image", item)), classes_from_label(label[..., 0] if label.ndim == 3 else label)
+        classes = classes_from_label(label[..., 0] if label.ndim == 3 else label)
+        return read(_find(source.root / "image", item)), classes, instances_from_classes(classes)
     if source.layout == "instances":
-        masks = read_image(_find(source.root / "masks", item))
-        return _read_raw(_find(source.root / "images", item)), classes_from_instances(masks)
+        masks = read_image(_find(source.root / "masks", item)).astype(np.int32)
+        return read(_find(source.root / "images", item)), classes_from_instances(masks), masks
     raise ValueError(f"unknown source layout {source.layout!r}")
 
 
@@ -238,20 +236,10 @@ def scored_items(source: Source, split: str) -> list[tuple[str, np.ndarray, np.n
     ``image`` is 2-D as :func:`cellpipe.io.read_image` reads the file (colour becomes
     luminance); ``truth`` holds one label per cell (0: wall or background).
     """
-    from cellpipe.io import read_image
-
     items = []
     for name in source.items(split):
-        if source.layout == "synthetic":
-            raw, classes = synthetic_pair(source.name, int(name))
-            truth = instances_from_classes(classes)
-        elif source.layout == "seed":
-            raw = read_image(_find(source.root / "image", name))
-            truth = instances_from_classes(classes_from_label(read_image(_find(source.root / "label", name))))
-        else:
-            raw = read_image(_find(source.root / "images", name))
-            truth = read_image(_find(source.root / "masks", name)).astype(np.int32)
-        items.append((name, raw, truth))
+        image, _, truth = _item(source, name, read_image)
+        items.append((name, image, truth))
     return items
 
 
@@ -264,13 +252,11 @@ def write_split(source: Source, split: str, out_dir: str | Path) -> Path:
     """
     from PIL import Image
 
-    from cellpipe.unet.targets import BACKGROUND_VALUE
-
     out_dir = Path(out_dir)
     (out_dir / "image").mkdir(parents=True, exist_ok=True)
     (out_dir / "label").mkdir(parents=True, exist_ok=True)
     for item in source.items(split):
-        raw, classes = _raw_and_classes(source, item)
+        raw, classes, _ = _item(source, item, _read_raw)
         label = np.select([classes == INTERIOR, classes == WALL], [255, 0], BACKGROUND_VALUE).astype(np.uint8)
         Image.fromarray(raw).save(out_dir / "image" / f"{item}.png")
         Image.fromarray(label).save(out_dir / "label" / f"{item}.png")
