@@ -52,6 +52,13 @@ def _check_connectivity(connectivity: Any) -> int:
     return int(connectivity)
 
 
+def _check_same_shape(name: str, array: np.ndarray, reference_name: str, reference: np.ndarray) -> None:
+    if array.shape != reference.shape:
+        raise ValueError(
+            f"{name} (shape {array.shape}) must have the shape of {reference_name} (shape {reference.shape})"
+        )
+
+
 def _as_levels(elevation: np.ndarray) -> tuple[np.ndarray, int] | None:
     """Return ``elevation`` as uint8/uint16 grey levels with the same order, or None."""
     if elevation.dtype not in _LEVEL_DTYPES:
@@ -113,20 +120,12 @@ def watershed(
     connectivity = _check_connectivity(connectivity)
     if elevation.ndim != 2:
         raise ValueError(f"elevation must be a 2-D image, got {elevation.ndim} dimensions")
-    if markers.shape != elevation.shape:
-        raise ValueError(
-            f"markers (shape {markers.shape}) must have the shape of elevation "
-            f"(shape {elevation.shape})"
-        )
+    _check_same_shape("markers", markers, "elevation", elevation)
     if markers.dtype == np.bool_ or not np.issubdtype(markers.dtype, np.integer):
         raise TypeError(f"markers must be an integer label image, got dtype {markers.dtype}")
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
-        if mask.shape != elevation.shape:
-            raise ValueError(
-                f"mask (shape {mask.shape}) must have the shape of elevation "
-                f"(shape {elevation.shape})"
-            )
+        _check_same_shape("mask", mask, "elevation", elevation)
 
     as_levels = _as_levels(elevation)
     height, width = elevation.shape
@@ -400,11 +399,7 @@ def segment_edges(
     interior = edge_probability < params.threshold
     if background is not None:
         background = np.asarray(background, dtype=bool)
-        if background.shape != edge_probability.shape:
-            raise ValueError(
-                f"background (shape {background.shape}) must have the shape of edge_probability "
-                f"(shape {edge_probability.shape})"
-            )
+        _check_same_shape("background", background, "edge_probability", edge_probability)
         interior &= ~background
     markers = _interior_markers(interior, params.marker_h, params.connectivity)
     elevation = quantise_edges(edge_probability, params.threshold)
