@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cellpipe.measure import regionprops_table
-from cellpipe.unet.targets import BACKGROUND, INTERIOR
+from cellpipe.unet.targets import BACKGROUND, boundary_probability
 from cellpipe.scale import MAX_FACTOR, MIN_FACTOR, RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
 from cellpipe.segment import SegmentParams, segment_edges
 from cellpipe.views import check_views
@@ -310,6 +310,10 @@ class CellSegmenter:
                         run(factor)
             factor, diameter, maps, labels, background, edges = min(passes, key=misfit)
             scale = ScaleChoice(diameter, factor, "estimated", len(passes))
+        started = time.perf_counter()
+        edges = maps_to_shape(edges, image.shape)
+        background = None if background is None else labels_to_shape(background, image.shape)
+        timings["segment"] += _lap(started)
         return Prediction(maps, image.shape, scale, bool(inverted), labels, edges, background, timings)
 
     def relabel(self, prediction: "Prediction", segment: SegmentParams) -> np.ndarray:
@@ -341,17 +345,14 @@ class CellSegmenter:
             params = dataclasses.replace(params, min_area=int(round(params.min_area * factor**2)))
         else:
             maps = maps_to_shape(maps, shape)
-        if maps.shape[-1] == 1:
-            edge_probability, background = maps[..., 0], None
-        else:
-            edge_probability = np.ascontiguousarray(1.0 - maps[..., INTERIOR])
-            background = maps[..., BACKGROUND] >= 0.5
+        edge_probability = boundary_probability(maps)
+        background = None if maps.shape[-1] == 1 else maps[..., BACKGROUND] >= 0.5
         labels = segment_edges(edge_probability, params, background=background)
         if factor > 1.0:
             labels = labels_to_shape(labels, shape)
-            edge_probability = maps_to_shape(edge_probability, shape)
-            background = None if background is None else labels_to_shape(background, shape)
         timings["segment"] += _lap(started)
+        # The edge map and the background stay at the scale they were segmented at: only
+        # the pass that is kept brings them back to native pixels (in predict).
         return labels, background, edge_probability
 
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from cellpipe.unet import model as unet_model
 from cellpipe.unet.model import ModelCard, UNetConfig
-from cellpipe.unet.targets import INTERIOR
+from cellpipe.unet.targets import boundary_probability
 from cellpipe.views import check_views, from_view, to_view
 
 #: Tile side in pixels: large tiles amortise per-call overhead and waste less on overlap.
@@ -67,11 +67,7 @@ class EdgePredictor:
         For a three-class model the edge probability is ``1 - P(interior)``: walls and
         background both bound cells.
         """
-        maps = self.maps(image, tile=tile, overlap=overlap, batch_size=batch_size, views=views)
-        if self.config.classes == 1:
-            return maps[..., 0]
-        # Everything that is not cell interior bounds a cell: walls and background.
-        return np.ascontiguousarray(1.0 - maps[..., INTERIOR])
+        return boundary_probability(self.maps(image, tile=tile, overlap=overlap, batch_size=batch_size, views=views))
 
     def maps(
         self,

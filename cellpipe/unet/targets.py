@@ -30,6 +30,7 @@ __all__ = [
     "N_CLASSES",
     "TRAINING_DIAMETER",
     "WALL",
+    "boundary_probability",
     "classes_from_instances",
     "classes_from_label",
     "instances_from_classes",
@@ -44,6 +45,17 @@ BACKGROUND_VALUE = 128
 #: Median equivalent diameter, in pixels, that every training image is rescaled to
 #: (about that of ISBI 2012's EM slices at their own magnification).
 TRAINING_DIAMETER = 28.0
+
+
+def boundary_probability(maps: np.ndarray) -> np.ndarray:
+    """Return the probability that a pixel bounds a cell, from a model's output maps (H, W, C).
+
+    An edge model's one channel is that probability; for a three-class model it is
+    ``1 - P(interior)``: walls and background both bound cells.
+    """
+    if maps.shape[-1] == 1:
+        return maps[..., 0]
+    return np.ascontiguousarray(1.0 - maps[..., INTERIOR])
 
 
 def classes_from_label(label: np.ndarray) -> np.ndarray:
