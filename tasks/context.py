@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-import cellpipe
 from cellpipe.pipeline import CellSegmenter, PipelineParams, file_sha256
 from cellpipe.results import write_results
 from cellpipe.settings import Settings, default_data_dir
+from cellpipe.shipped import model_file
 from cellpipe.tasks.sources import Listing, SourceError, is_blob_uri, list_batch, storage_errors
 
 
@@ -37,9 +37,10 @@ class ModelNotFoundError(FileNotFoundError):
 def shipped_model_path() -> Path:
     """Return where the model shipped with cellpipe lives (``cellpipe.unet.DEFAULT_MODEL_PATH``).
 
-    Computed here so that the coordinating process need not import TensorFlow.
+    :mod:`cellpipe.shipped` says so without TensorFlow, which the coordinating process
+    need not import.
     """
-    return Path(cellpipe.__file__).resolve().parent / "models" / "default" / "model.keras"
+    return model_file(None)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,6 @@ def resolve_model(model: str) -> ModelInfo:
     ModelNotFoundError
         When the file or its card is missing; the message says what to do.
     """
-    from cellpipe.shipped import model_file
-
     shipped = shipped_model_path()
     path = model_file(model)
     if not path.is_file():

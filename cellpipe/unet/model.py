@@ -22,9 +22,10 @@ import numpy as np
 from keras import layers
 
 from cellpipe import __version__
+from cellpipe.shipped import model_file
 
-#: Folder of the model shipped with cellpipe (``model.keras`` + ``model.json``).
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "default" / "model.keras"
+#: The model shipped with cellpipe as its default (``model.keras`` + ``model.json``).
+DEFAULT_MODEL_PATH = model_file(None)
 
 CARD_FORMAT = 1
 #: Name of the output layer of a three-class U-Net (a one-class U-Net's is ``edge_probability``).
@@ -379,8 +380,6 @@ def load_model(path: str | os.PathLike[str] | None = None) -> tuple[keras.Model,
     ValueError
         When the card cannot be read.
     """
-    from cellpipe.shipped import model_file
-
     path = model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no U-Net model at {path}; train one with `cellpipe model train`")
