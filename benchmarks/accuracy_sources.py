@@ -33,12 +33,11 @@ from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.filters import threshold_otsu
 from skimage.segmentation import watershed
-from skimage.transform import resize
 
 import baselines
 from cellpipe.metrics import evaluate_dataset, evaluate_pair
 from cellpipe.preprocess import contrast_gray, guess_invert
-from cellpipe.scale import labels_to_shape
+from cellpipe.scale import resampled_copy
 
 SCALES = (0.5, 1.0, 2.0)
 #: Counts by eye of the seed samples (tests/data/README.md says how they were made).
@@ -67,11 +66,8 @@ def scaled(item: Item, factor: float) -> Item:
     """Return ``item`` resampled by ``factor`` (image bilinear and antialiased, truth nearest)."""
     if factor == 1.0:
         return item
-    shape = tuple(max(8, int(round(s * factor))) for s in item.image.shape)
-    image = resize(item.image.astype(np.float32), shape, order=1, anti_aliasing=factor < 1, preserve_range=True)
-    if np.issubdtype(item.image.dtype, np.integer):
-        image = np.clip(np.rint(image), 0, np.iinfo(item.image.dtype).max).astype(item.image.dtype)
-    return Item(item.source, f"{item.name}@{factor:g}x", image, labels_to_shape(item.truth, shape))
+    image, truth = resampled_copy(item.image, item.truth, factor)
+    return Item(item.source, f"{item.name}@{factor:g}x", image, truth)
 
 
 # --- classical baselines ----------------------------------------------------------------------

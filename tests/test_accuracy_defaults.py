@@ -89,19 +89,14 @@ def shipped(name: str = "generalist"):
 def held_out_scores(source_name: str, factor: float = 1.0, model: str = "generalist") -> dict:
     """Return the mean scores of a shipped model on ``source_name``'s test items resampled by ``factor``."""
     from cellpipe.metrics import evaluate_dataset, evaluate_pair
-    from cellpipe.scale import labels_to_shape
+    from cellpipe.scale import resampled_copy
     from cellpipe.unet.mix import default_sources, scored_items
 
     segmenter = shipped(model)
     source = next(s for s in default_sources(SHARED) if s.name == source_name)
     scores = []
     for _, image, truth in scored_items(source, "test"):
-        if factor != 1.0:
-            from skimage.transform import resize
-
-            shape = tuple(int(round(side * factor)) for side in image.shape)
-            image = resize(image.astype(np.float32), shape, order=1, anti_aliasing=factor < 1, preserve_range=True)
-            truth = labels_to_shape(truth, shape)
+        image, truth = resampled_copy(image, truth, factor)
         scores.append(evaluate_pair(segmenter(image).labels, truth))
     return evaluate_dataset(scores)
 
