@@ -25,9 +25,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cellpipe.pipeline import file_sha256
+from cellpipe.preprocess import ContrastParams
 from cellpipe.unet.infer import EdgePredictor
 from cellpipe.unet.mix import ClassPair, MixAugmentation, default_sources, load_item, mix_batches, normalised_view
-from cellpipe.unet.model import ModelCard, UNetConfig, build_unet, load_model, save_model
+from cellpipe.unet.model import ModelCard, UNetConfig, build_unet, card_path, load_model, save_model
 from cellpipe.unet.targets import TRAINING_DIAMETER, WALL
 from cellpipe.unet.train import _Prefetched, _rewrite_card
 
@@ -184,8 +186,6 @@ def train_generalist(config: MixConfig, *, on_progress: Callable[[str], None] = 
 
 
 def _contrast_dict() -> dict:
-    from cellpipe.preprocess import ContrastParams
-
     return ContrastParams().as_dict()
 
 
@@ -202,9 +202,6 @@ def _record(config: MixConfig, sources) -> dict:
                 if k not in ("architecture", "augmentation", "command")}
     parent = None
     if config.init_from is not None:
-        from cellpipe.pipeline import file_sha256
-        from cellpipe.unet.model import card_path
-
         parent_card = json.loads(card_path(config.init_from).read_text())
         parent = {"path": str(config.init_from), "sha256": file_sha256(config.init_from),
                   "command": parent_card.get("training", {}).get("command"),
