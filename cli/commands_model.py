@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import sys
@@ -156,17 +157,20 @@ def train_generalist_command(
     max_minutes: float = typer.Option(60.0, help="Wall-time budget; the learning rate decays over it."),
     max_steps: int = typer.Option(100_000, help="Upper bound on optimiser steps."),
     init_from: Optional[Path] = typer.Option(None, exists=True, help="Continue from this three-class model."),
+    learning_rate: float = typer.Option(2e-3, help="Peak learning rate (cosine decay over the budget)."),
+    weight: List[str] = typer.Option([], metavar="SOURCE=WEIGHT", help="Sampling weight of one source (repeatable), e.g. isbi=0.5."),
     seed: int = typer.Option(0, help="Seeds weights and crops."),
 ) -> None:
     """Train the three-class generalist on the train splits of every source (val splits pick the checkpoint)."""
-    from cellpipe.unet.train_mix import MixConfig, train_generalist
+    from cellpipe.unet.train_mix import MixConfig, parse_weight, train_generalist
 
     command = shlex.join(["cellpipe", *sys.argv[1:]])
-    config = MixConfig(shared_data=shared, out=out, max_minutes=max_minutes, max_steps=max_steps,
-                       init_from=init_from, seed=seed, command=command)
     try:
+        config = MixConfig(shared_data=shared, out=out, max_minutes=max_minutes, max_steps=max_steps,
+                           init_from=init_from, learning_rate=learning_rate, seed=seed, command=command,
+                           source_weights=dict(parse_weight(text) for text in weight))
         train_generalist(config, on_progress=console.print)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, argparse.ArgumentTypeError) as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from None
     console.print(f"best checkpoint in {out}")

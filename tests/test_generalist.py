@@ -275,13 +275,31 @@ def test_old_and_new_label_layouts_both_load_into_the_mix(tmp_path):
     assert new.image.shape == (64, 64, 1) and 0.0 <= new.image.min() and new.image.max() <= 1.0
 
 
+def test_source_weights_replace_the_named_sources_only_and_unknown_names_are_refused():
+    import argparse
+
+    from cellpipe.unet.mix import default_sources
+    from cellpipe.unet.train_mix import parse_weight, with_weights
+
+    sources = default_sources(SHARED)
+    weighted = {s.name: s.weight for s in with_weights(sources, dict([parse_weight("isbi=0.5")]))}
+    assert weighted["isbi"] == 0.5
+    assert all(weighted[s.name] == s.weight for s in sources if s.name != "isbi")
+    with pytest.raises(ValueError, match="no source named isbl"):
+        with_weights(sources, {"isbl": 0.5})
+    for text in ("isbi", "isbi=-1", "=0.5", "isbi=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="SOURCE=WEIGHT"):
+            parse_weight(text)
+
+
 @pytest.mark.slow
 def test_a_short_generalist_run_writes_a_three_class_model_whose_card_says_how_it_was_fed(tmp_path):
     from cellpipe.unet import UNetConfig, load_model
     from cellpipe.unet.train_mix import MixConfig, train_generalist
 
     config = MixConfig(shared_data=SHARED, out=tmp_path / "g.keras", architecture=UNetConfig(depth=2, base_filters=4),
-                       max_steps=2, batch_size=2, crop=64, validate_every=1, max_minutes=5)
+                       max_steps=2, batch_size=2, crop=64, validate_every=1, max_minutes=5,
+                       source_weights={"isbi": 0.9})
     lines = []
     train_generalist(config, on_progress=lines.append)
     model, card = load_model(tmp_path / "g.keras")
@@ -289,5 +307,6 @@ def test_a_short_generalist_run_writes_a_three_class_model_whose_card_says_how_i
     assert card.any_polarity and card.cell_diameter == TRAINING_DIAMETER
     assert set(card.scale["sources"]) == {"isbi", "dsb", "gowt1", "foam", "tissue", "nuclei-synthetic"}
     assert card.training["sources"]["isbi"]["test"] == ["20", "21", "22", "23", "24"]
+    assert card.training["sources"]["isbi"]["weight"] == 0.9 and card.training["sources"]["dsb"]["weight"] < 0.9
     assert card.training["steps_run"] == 2 and "validation_loss" in card.metrics
     assert any("step 2" in line for line in lines)

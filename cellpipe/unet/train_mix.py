@@ -28,7 +28,7 @@ import tensorflow as tf
 from cellpipe.pipeline import file_sha256
 from cellpipe.preprocess import ContrastParams
 from cellpipe.unet.infer import EdgePredictor
-from cellpipe.unet.mix import ClassPair, MixAugmentation, default_sources, load_item, mix_batches, normalised_view
+from cellpipe.unet.mix import ClassPair, MixAugmentation, Source, default_sources, load_item, mix_batches, normalised_view
 from cellpipe.unet.model import ModelCard, UNetConfig, build_unet, card_path, load_model, save_model
 from cellpipe.unet.targets import TRAINING_DIAMETER, WALL
 from cellpipe.unet.train import _Prefetched, _rewrite_card
@@ -62,6 +62,9 @@ class MixConfig:
         Seeds weights and crops.
     init_from : Path, optional
         Start from this model's weights (fine-tuning).
+    source_weights : dict, optional
+        Sampling weight per source name, replacing that source's default weight
+        (:func:`cellpipe.unet.mix.default_sources`); unnamed sources keep theirs.
     augmentation : MixAugmentation
         Crop augmentation.
     command : str
@@ -80,6 +83,7 @@ class MixConfig:
     validate_every: int = 200
     seed: int = 0
     init_from: Path | None = None
+    source_weights: dict[str, float] = field(default_factory=dict)
     augmentation: MixAugmentation = field(default_factory=MixAugmentation)
     command: str = ""
 
@@ -111,7 +115,7 @@ def train_generalist(config: MixConfig, *, on_progress: Callable[[str], None] = 
     """Train as ``config`` says; return the path of the best checkpoint."""
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
-    sources = default_sources(config.shared_data)
+    sources = with_weights(default_sources(config.shared_data), config.source_weights)
     train_pairs = [load_item(source, item) for source in sources for item in source.items("train")]
     val_pairs = [load_item(source, item) for source in sources for item in source.items("val")]
     val_views = [(pair.source, *normalised_view(pair)) for pair in val_pairs]
@@ -185,6 +189,26 @@ def train_generalist(config: MixConfig, *, on_progress: Callable[[str], None] = 
     return Path(config.out)
 
 
+def with_weights(sources: list[Source], weights: dict[str, float]) -> list[Source]:
+    """Return ``sources`` with the sampling weights named in ``weights`` replaced."""
+    unknown = set(weights) - {source.name for source in sources}
+    if unknown:
+        raise ValueError(f"no source named {', '.join(sorted(unknown))}; sources are {', '.join(s.name for s in sources)}")
+    return [dataclasses.replace(source, weight=weights.get(source.name, source.weight)) for source in sources]
+
+
+def parse_weight(text: str) -> tuple[str, float]:
+    """Parse ``SOURCE=WEIGHT`` (the ``--weight`` option)."""
+    name, sep, value = text.partition("=")
+    try:
+        weight = float(value)
+    except ValueError:
+        weight = -1.0
+    if not sep or not name or weight < 0:
+        raise argparse.ArgumentTypeError(f"expected SOURCE=WEIGHT with a weight >= 0, got {text!r}")
+    return name, weight
+
+
 def _contrast_dict() -> dict:
     return ContrastParams().as_dict()
 
@@ -236,16 +260,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-filters", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", type=Path, default=None)
+    parser.add_argument("--weight", type=parse_weight, action="append", default=[], metavar="SOURCE=WEIGHT",
+                        help="sampling weight of one source (repeatable), e.g. isbi=0.5")
     args = parser.parse_args(argv)
     command = "python -m cellpipe.unet.train_mix " + shlex.join(sys.argv[1:] if argv is None else argv)
     config = MixConfig(
         shared_data=args.shared, out=args.out, max_minutes=args.max_minutes, max_steps=args.max_steps,
         batch_size=args.batch_size, crop=args.crop, learning_rate=args.learning_rate,
         validate_every=args.validate_every, seed=args.seed, init_from=args.init_from,
+        source_weights=dict(args.weight),
         architecture=UNetConfig(depth=args.depth, base_filters=args.base_filters, max_filters=args.max_filters, classes=3),
         command=command,
     )
-    train_generalist(config, on_progress=lambda line: print(line, flush=True))
+    try:
+        train_generalist(config, on_progress=lambda line: print(line, flush=True))
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
 
 
 if __name__ == "__main__":
