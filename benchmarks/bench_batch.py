@@ -53,10 +53,7 @@ def main() -> int:
 def bench(work: Path, args) -> int:
     batch = work / "input" / DAY.isoformat()
     started = time.perf_counter()
-    write_samples(batch, args.images, size=(args.size, args.size), seed=1000)
-    for truth in (batch / TRUTH_FOLDER).glob("*"):
-        truth.unlink()
-    (batch / TRUTH_FOLDER).rmdir()
+    write_samples(batch, args.images, size=(args.size, args.size), seed=1000, truth_dir=work / TRUTH_FOLDER)
     print(f"{args.images} synthetic {args.size}x{args.size} images written in {time.perf_counter() - started:.1f} s")
 
     db_url = f"sqlite:///{work / 'bench.sqlite'}"

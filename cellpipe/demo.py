@@ -62,11 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = out / "summary.json"
 
     print(f"1. writing {args.images - 1} synthetic foam/tissue images and one corrupt PNG to {batch}")
-    written = write_samples(batch, args.images - 1, size=(args.size, args.size), corrupt=True)
-    truth = out / TRUTH_FOLDER / today
+    truth = out / TRUTH_FOLDER / today  # ground truth is not input
     shutil.rmtree(truth, ignore_errors=True)
-    truth.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(batch / TRUTH_FOLDER), truth)  # ground truth is not input
+    written = write_samples(batch, args.images - 1, size=(args.size, args.size), corrupt=True, truth_dir=truth)
     for path in written:
         print(f"   {path.relative_to(out)}")
 

@@ -340,7 +340,8 @@ def _check_pixel_count(display: str, n_pixels: int, max_pixels: int) -> None:
     if n_pixels > max_pixels:
         raise ImageReadError(
             display, f"its header claims {n_pixels:,} pixels, more than the limit of {max_pixels:,}",
-            "If the image is genuine, raise the limit (max_pixels=..., --max-pixels); "
+            "If the image is genuine, raise the limit: --max-pixels N on `cellpipe segment` and `cellpipe run`, "
+            "max_pixels in the [cellpipe] section of luigi.cfg, or read_image(..., max_pixels=N); "
             "otherwise the file is corrupt.",
         )
 

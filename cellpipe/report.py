@@ -93,7 +93,8 @@ def write_report(
         ``last_error``, ``model_name``, ``model_version``, ``param_hash``,
         ``segmentation_id``, ``n_cells``, ``area_mean``, ``diameter_mean`` and ``cells``
         (arrays ``label``, ``centroid-0``, ``centroid-1``, ``area``,
-        ``equivalent_diameter_area``); missing keys show as blanks.
+        ``equivalent_diameter_area``); missing keys show as blanks. A run's
+        ``summary["duplicates"]`` (``name``, ``duplicate_of``) are listed as duplicate files.
     max_overlays : int
         Images beyond this many are listed without an overlay.
     max_side : int
@@ -111,6 +112,7 @@ def write_report(
         _plots(out_dir, segmented, data.get("trends", [])),
         _summary_table(images),
         _models_section(data.get("models", []), data.get("parameters", []), data.get("runs", [])),
+        _duplicates_section(data.get("runs", [])),
         "<h2>Images</h2>",
         *(_image_section(out_dir, row, index < max_overlays, max_side, read_uri) for index, row in enumerate(images)),
     ]
@@ -212,6 +214,20 @@ def _models_section(models: Sequence[Mapping], parameters: Sequence[Mapping], ru
         "<th>host</th><th>code</th><th>segmented</th><th>failed</th><th>cells stored</th></tr>"
         f"{run_rows}</table>"
     )
+
+
+def _duplicates_section(runs: Sequence[Mapping]) -> str:
+    duplicates = {}
+    for run in runs:
+        for duplicate in (run.get("summary") or {}).get("duplicates", []):
+            duplicates.setdefault(duplicate.get("name"), (duplicate.get("duplicate_of"), run.get("id")))
+    if not duplicates:
+        return ""
+    rows = "".join(f"<tr><td>{_text(name)}</td><td>{_text(original)}</td><td class=\"num\">{_text(run_id)}</td></tr>"
+                   for name, (original, run_id) in sorted(duplicates.items()))
+    return ("<h2>Duplicate files</h2><p>Same bytes as an image under another name: segmented and counted once, "
+            "as that image.</p><table><tr><th>file</th><th>same bytes as</th><th>run</th></tr>"
+            f"{rows}</table>")
 
 
 def _image_section(out_dir: Path, row: Mapping[str, Any], with_overlay: bool, max_side: int,

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import platformdirs
 
+from cellpipe.io import DEFAULT_MAX_PIXELS
 from cellpipe.pipeline import PipelineParams, card_segment_params
 
 APP_NAME = "cellpipe"
@@ -102,6 +103,11 @@ class Settings:
     query_timeout : float
         Seconds after which ``cellpipe query`` and ``cellpipe export`` cancel their query
         (on the server too); 0 means no limit. Their ``--timeout`` flag overrides it.
+    max_pixels : int
+        Largest image (width × height, from its header) that ``cellpipe segment`` and
+        ``cellpipe run`` decode; a larger one is refused before decoding, as a guard
+        against decompression bombs (a run records it as failed). Default
+        :data:`cellpipe.io.DEFAULT_MAX_PIXELS`; ``--max-pixels`` overrides it.
     """
 
     db_url: str = ""
@@ -118,6 +124,7 @@ class Settings:
     storage_retries: int = 5
     cache_dir: str = ""
     query_timeout: float = 300.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if not self.db_url:

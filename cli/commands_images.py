@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -40,9 +40,16 @@ def synth(
     with_corrupt: Annotated[
         bool, typer.Option("--with-corrupt", help="Also write a truncated PNG, to see how bad files are reported.")
     ] = False,
+    truth: Annotated[
+        Optional[Path], typer.Option("--truth", file_okay=False,
+                                     help="Folder for the true labels. Default: OUT_DIR-truth beside OUT_DIR.")
+    ] = None,
 ) -> None:
-    """Write synthetic foam/tissue images (PNG) and their true labels (truth/*.tif)."""
-    from cellpipe.synthetic import CORRUPT_NAME, truth_path, write_samples
+    """Write synthetic foam/tissue images (PNG) and their true labels (TIFF) in a folder beside them.
+
+    The labels never go inside OUT_DIR, so that `cellpipe run` on OUT_DIR finds the images only.
+    """
+    from cellpipe.synthetic import CORRUPT_NAME, truth_folder, truth_path, write_samples
 
     unknown = sorted(set(kind) - set(SYNTH_KINDS))
     if unknown:
@@ -50,7 +57,7 @@ def synth(
     try:
         written = write_samples(
             out_dir, n, kinds=kind, size=_parse_size(size), seed=seed, corrupt=with_corrupt,
-            mean_cell_diameter=cell_diameter, dtype="uint16" if uint16 else "uint8",
+            mean_cell_diameter=cell_diameter, dtype="uint16" if uint16 else "uint8", truth_dir=truth,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -58,5 +65,5 @@ def synth(
         if image_path.name == CORRUPT_NAME:
             typer.echo(f"{image_path}  (truncated on purpose, no truth)")
         else:
-            typer.echo(f"{image_path}  (truth: {truth_path(image_path)})")
-    typer.echo(f"wrote {len(written)} image(s) to {out_dir}")
+            typer.echo(f"{image_path}  (truth: {truth_path(image_path, truth)})")
+    typer.echo(f"wrote {len(written)} image(s) to {out_dir}, their true labels to {truth or truth_folder(out_dir)}")

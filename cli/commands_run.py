@@ -48,10 +48,12 @@ def run_command(
     views: Optional[int] = options.VIEWS,
     cell_diameter: Optional[float] = options.CELL_DIAMETER,
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
+    max_pixels: Optional[int] = options.MAX_PIXELS,
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error that ends the run."),
 ) -> None:
     """Segment every image of a batch and store its cells; exit code per luigi.cfg \\[retcode]."""
-    from cellpipe.db import DatabaseError
+    from cellpipe.db import DatabaseError, DatabaseUnreachableError
     from cellpipe.settings import Settings
     from cellpipe.tasks.context import ModelNotFoundError, prepare_storage
     from cellpipe.tasks.report import luigi_retcodes
@@ -63,7 +65,7 @@ def run_command(
         settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
                                   "edge_threshold": edge_threshold, "min_area": min_area, "views": views,
                                   "marker_h": marker_h, "merge_threshold": merge_threshold,
-                                  "cell_diameter": cell_diameter})
+                                  "cell_diameter": cell_diameter, "max_pixels": max_pixels})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,
@@ -72,17 +74,23 @@ def run_command(
         prepare_storage(settings)
         with _BatchProgress(console) as progress:
             report = run_batch(request, on_event=progress.on_event)
-    except SourceUnreachableError as error:
-        # Storage down at the start: a failed night that the next run retries, not a usage error.
-        console.print(f"[red]error:[/red] {error}")
+    except (SourceUnreachableError, DatabaseUnreachableError) as error:
+        # Storage or database down at the start: a failed night that the next run retries, not a usage error.
+        _print_error(console, error, debug)
         raise typer.Exit(luigi_retcodes()["scheduling_error"]) from None
     except (BatchRequestError, SourceError, ModelNotFoundError, DatabaseError, ValueError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        _print_error(console, error, debug)
         raise typer.Exit(2) from None
     _print_report(console, report)
     if summary_json is not None:
         summary_json.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
     raise typer.Exit(report.exit_code())
+
+
+def _print_error(console: Console, error: BaseException, debug: bool) -> None:
+    if debug:
+        console.print_exception()
+    console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
 
 
 class _BatchProgress:
@@ -131,7 +139,8 @@ class _BatchProgress:
                 self.console.print(f"[red]failed[/red] {event.name}: {event.reason}")
         elif event.kind == "changed":
             self.console.print(f"[yellow]not now[/yellow] {event.reason}")
-        elif event.kind == "task_error":
+        elif event.kind == "task_error" and not event.data.get("transient"):
+            # Transient ones are told once per outage and retry wave by the workers' outage log.
             self.console.print(f"[yellow]error[/yellow] {event.name}: {event.reason} (not recorded; retried later)")
 
 
@@ -139,7 +148,7 @@ def _print_report(console: Console, report) -> None:
     table = Table(title=f"cellpipe run {report.run_id}: {report.scheduler}, {len(report.workers)} worker(s)")
     table.add_column("images")
     table.add_column("count", justify="right")
-    labels = {"stored": "stored by this run", "stored_elsewhere": "stored by other workers",
+    labels = {"stored": "stored by this run", "stored_elsewhere": "stored by other workers or runs",
               "skipped": "skipped (already done)", "failed": "failed", "pending": "not done (retried next run)"}
     for category, count in report.counts.items():
         table.add_row(labels[category], str(count), style="red" if category == "failed" and count else None)
@@ -147,7 +156,9 @@ def _print_report(console: Console, report) -> None:
     if failed_earlier:
         table.add_row("  of which recorded as failed earlier", str(failed_earlier))
     if report.duplicates:
-        table.add_row("duplicate files (same bytes)", str(report.duplicates))
+        table.add_row("duplicate files (same bytes)", str(len(report.duplicates)))
+    if report.outages:
+        table.add_row("outages ridden out" if report.exit_code() == 0 else "outages", str(len(report.outages)))
     table.add_row("stored per worker (model loads)",
                   ", ".join(f"#{w.worker}: {w.stored} ({w.model_loads})" for w in report.workers))
     table.add_row("cells stored", str(sum(line.n_cells or 0 for line in report.images if line.category == "stored")))
@@ -156,6 +167,11 @@ def _print_report(console: Console, report) -> None:
         stages = ", ".join(f"{stage} {seconds * 1000:.1f} ms" for stage, seconds in report.stage_seconds.items())
         table.add_row("mean time per image", stages)
     console.print(table)
+    for duplicate in report.duplicates:
+        console.print(f"duplicate {duplicate.name}: same bytes as {duplicate.duplicate_of} (not processed again)",
+                      soft_wrap=True, highlight=False)
+    for outage in report.outages:
+        console.print(f"outage: {outage.describe()}", soft_wrap=True, highlight=False)
     failures = [line for line in report.images if line.category in ("failed", "pending")]
     for line in failures[:SHOWN_FAILURES]:
         console.print(f"[red]{line.category}[/red] {line.name}: {line.reason}")

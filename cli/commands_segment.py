@@ -32,6 +32,7 @@ def segment(
     merge_threshold: Optional[float] = options.MERGE_THRESHOLD,
     views: Optional[int] = options.VIEWS,
     cell_diameter: Optional[float] = options.CELL_DIAMETER,
+    max_pixels: Optional[int] = options.MAX_PIXELS,
 ) -> None:
     """Segment images and write, per image, labels (uint32 TIFF, 0 = wall), a per-cell CSV and what was used.
 
@@ -48,7 +49,8 @@ def segment(
         settings = Settings.load({"model": str(model) if model else None, "edge_threshold": threshold,
                                   "min_area": min_area, "views": views, "marker_h": marker_h,
                                   "merge_threshold": merge_threshold, "cell_diameter": cell_diameter,
-                                  "invert": None if invert is None else str(invert).lower()})
+                                  "invert": None if invert is None else str(invert).lower(),
+                                  "max_pixels": max_pixels})
         settings.pipeline_params()  # a bad value is a usage error before the model loads
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
@@ -77,7 +79,7 @@ def segment(
         task = progress.add_task("segmenting", total=len(images))
         for path in images:
             try:
-                image = read_image(path)
+                image = read_image(path, max_pixels=settings.max_pixels)
                 result = segmenter(image)
             except (ImageReadError, ValueError) as error:
                 failed += 1

@@ -21,3 +21,8 @@ CELL_DIAMETER: Optional[float] = typer.Option(
     help="Median cell diameter in pixels: images are resampled so their cells match the model's training size. "
     "Default: estimated per image. (In µm once the image's pixel size is read: issue 15.)",
 )
+MAX_PIXELS: Optional[int] = typer.Option(
+    None, "--max-pixels", metavar="N", min=1,
+    help="Largest image (width x height) decoded; larger headers are refused as decompression bombs. "
+    "Default: \\[cellpipe] max_pixels, else 16384 x 16384.",
+)

@@ -18,8 +18,10 @@ This package knows tables, sessions, migrations and queries; nothing about image
 """
 
 from cellpipe.db.bulk import cell_columns
+from cellpipe.db.claims import ClaimHolder, claim_holders, claim_segmentation, release_claim
 from cellpipe.db.engine import (
     DatabaseError,
+    DatabaseUnreachableError,
     NoDatabaseError,
     create_engine,
     create_readonly_engine,
@@ -27,7 +29,7 @@ from cellpipe.db.engine import (
     write_transaction,
 )
 from cellpipe.db.exports import export
-from cellpipe.db.models import Base, Cell, Image, Model, Run, Segmentation
+from cellpipe.db.models import Base, Cell, Claim, Image, Model, Run, Segmentation
 from cellpipe.db.isolation import QueryInterrupted, QueryTimeout
 from cellpipe.db.postgres_isolation import READER_ROLE, reader_role_problem
 from cellpipe.db.queries import QueryError, QueryResult, ReadOnlyError, check_readable, readonly_query
@@ -55,7 +57,10 @@ from cellpipe.db.writes import (
 __all__ = [
     "Base",
     "Cell",
+    "Claim",
+    "ClaimHolder",
     "DatabaseError",
+    "DatabaseUnreachableError",
     "Image",
     "Model",
     "NoDatabaseError",
@@ -71,6 +76,8 @@ __all__ = [
     "Segmentation",
     "cell_columns",
     "check_readable",
+    "claim_holders",
+    "claim_segmentation",
     "create_engine",
     "create_readonly_engine",
     "ensure_schema",
@@ -90,6 +97,7 @@ __all__ = [
     "readonly_query",
     "register_image",
     "register_model",
+    "release_claim",
     "schema_status",
     "set_default_model",
     "start_run",

@@ -43,6 +43,38 @@ class NoDatabaseError(DatabaseError):
     """There is no database to read: a SQLite file that does not exist, or one without cellpipe's tables."""
 
 
+class DatabaseUnreachableError(DatabaseError):
+    """The database did not answer (server down, refused, network): a later run may succeed."""
+
+
+def database_location(url: str | URL) -> str:
+    """Return where ``url`` points, for messages: ``PostgreSQL at host:port/db`` or ``SQLite file PATH``.
+
+    Examples
+    --------
+    >>> database_location("postgresql+psycopg://me:secret@db.lab:5433/cells")
+    'PostgreSQL at db.lab:5433/cells'
+    >>> database_location("sqlite:////var/cells.sqlite")
+    'SQLite file /var/cells.sqlite'
+    """
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {parsed.database}"
+    return f"PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def unreachable(url: str | URL, error: BaseException) -> DatabaseUnreachableError:
+    """Return a :class:`DatabaseUnreachableError` naming the database of ``url`` and the cause in ``error``, in one line."""
+    return DatabaseUnreachableError(f"cannot reach the database ({database_location(url)}): {error_cause(error)}")
+
+
+def error_cause(error: BaseException) -> str:
+    """Return the driver's own message of ``error`` in one line (SQLAlchemy's wrapping and SQL left out)."""
+    cause = getattr(error, "orig", None) or error
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return " ".join(lines) or type(cause).__name__
+
+
 def parse_url(url: str | URL) -> URL:
     """Return ``url`` as a SQLAlchemy URL, with a clear error for a malformed one."""
     try:

@@ -154,6 +154,8 @@ class Run(Base):
     images_segmented: Mapped[int | None] = mapped_column(Integer)
     images_failed: Mapped[int | None] = mapped_column(Integer)
     cells_stored: Mapped[int | None] = mapped_column(BigInteger)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"),
+                                                    comment="duplicates and outages the run reported")
 
     __table_args__ = (CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),)
 
@@ -215,6 +217,24 @@ class Segmentation(Base):
         UniqueConstraint("image_id", "model_id", "param_hash"),
         Index("ix_segmentations_image_id_model_id_stored_at", "image_id", "model_id", "stored_at"),
     )
+
+
+class Claim(Base):
+    """An image × model × parameter hash that a run is segmenting right now.
+
+    Taken before segmenting and dropped once the result is stored, so that two runs
+    that do not share a scheduler segment each image once (:mod:`cellpipe.db.claims`).
+    """
+
+    __tablename__ = "claims"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    param_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Cell(Base):

@@ -59,7 +59,9 @@ def report_data(
         :func:`cellpipe.report.write_report` for the keys), each with ``cells``, a dict
         of arrays keyed by :data:`REPORT_CELL_COLUMNS`;
         ``trends``: one dict per batch date × model;
-        ``models``, ``parameters``, ``runs``: the ones the selected images refer to.
+        ``models``, ``parameters``, ``runs``: the ones the selected images refer to (and,
+        for a batch date, the runs of that date); each run has its ``summary``, whose
+        ``duplicates`` name the files that repeated an image's bytes under another name.
 
     Raises
     ------
@@ -90,7 +92,7 @@ def report_data(
             "models": _models(connection, {row["model_id"] for row in images if row["model_id"] is not None}),
             "parameters": _parameters(images),
             "runs": _runs(connection, {row["run_id"] for row in images if row["run_id"] is not None} | (
-                {run_id} if run_id is not None else set())),
+                {run_id} if run_id is not None else set()) | _runs_of_date(connection, batch_date, run_id)),
         }
 
 
@@ -174,12 +176,18 @@ def _parameters(images: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(sets.values())
 
 
+def _runs_of_date(connection, batch_date: dt.date | None, run_id: int | None) -> set[int]:
+    if run_id is not None or batch_date is None:
+        return set()
+    return set(connection.execute(select(Run.id).where(Run.batch_date == batch_date)).scalars())
+
+
 def _runs(connection, run_ids: set[int]) -> list[dict[str, Any]]:
     if not run_ids:
         return []
     statement = select(Run.id, Run.batch_date, Run.started_at, Run.finished_at, Run.status, Run.host,
                        Run.code_version, Run.images_seen, Run.images_segmented, Run.images_failed,
-                       Run.cells_stored, Run.parameters).where(Run.id.in_(sorted(run_ids))).order_by(Run.id)
+                       Run.cells_stored, Run.parameters, Run.summary).where(Run.id.in_(sorted(run_ids))).order_by(Run.id)
     return [dict(row._mapping) for row in connection.execute(statement)]
 
 

@@ -207,7 +207,7 @@ def _mark_interrupted_runs(connection: Connection) -> int:
     gone = [
         run_id
         for run_id, pid, started_at in candidates
-        if (booted is not None and _as_utc(started_at) < booted) or not _process_exists(pid)
+        if (booted is not None and as_utc(started_at) < booted) or not process_exists(pid)
     ]
     if not gone:
         return 0
@@ -231,12 +231,13 @@ def boot_time() -> dt.datetime | None:
     return None
 
 
-def _as_utc(moment: dt.datetime) -> dt.datetime:
-    # SQLite gives back naive datetimes; cellpipe writes them in UTC.
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """Return ``moment`` as an aware UTC datetime (SQLite gives back naive ones; cellpipe writes UTC)."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Return whether process ``pid`` exists on this host (True where it cannot be told)."""
     # Signal 0 checks for the process without signalling it. Elsewhere than POSIX,
     # os.kill(pid, 0) would send Ctrl-C, and pids <= 0 name process groups: there the
     # answer is "cannot tell", which leaves the run alone.
@@ -258,11 +259,13 @@ def finish_run(
     status: str = "succeeded",
     images_seen: int | None = None,
     images_failed: int | None = None,
+    summary: Mapping[str, Any] | None = None,
 ) -> None:
     """Mark ``run_id`` finished now with ``status`` and its counts.
 
     ``images_segmented`` and ``cells_stored`` are counted from the segmentations the run
-    stored; ``images_seen`` and ``images_failed`` are what the caller says.
+    stored; ``images_seen``, ``images_failed`` and ``summary`` (what the counts do not
+    say: duplicate files, outages ridden out) are what the caller says.
     """
     if status not in RUN_STATUSES:
         raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
@@ -280,6 +283,7 @@ def finish_run(
                 status=status,
                 images_seen=images_seen,
                 images_failed=images_failed,
+                summary=canonical(dict(summary or {})),
                 images_segmented=segmented,
                 cells_stored=cells,
             )

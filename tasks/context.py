@@ -196,7 +196,9 @@ class BatchEvent:
     ``kind`` is one of ``planned`` (first, from the coordinating process),
     ``model_loaded``, ``stored``, ``already_stored``, ``failed`` (the image is recorded
     as failed), ``changed`` (the file changed since it was listed: left for the next
-    run) and ``task_error`` (a Luigi task raised: not recorded, retried later).
+    run), ``claimed`` (another process is segmenting it: left to that one) and
+    ``task_error`` (a Luigi task raised: not recorded, retried later; ``data["transient"]``
+    when the database or storage did not answer).
     """
 
     kind: str

@@ -13,7 +13,9 @@ batch date ride along as insignificant parameters.
 A ``ProcessImage`` is complete when the database has its result: a segmentation for
 (content hash, model, parameter hash), or the image recorded as failed (unless the run
 retries failed images). Intermediate files do not count, so deleting them never makes
-finished work run again.
+finished work run again. A database that does not answer the question, even after
+retries, makes the task not complete rather than a scheduling error: its ``run()``
+looks again (and is retried by the scheduler while the outage lasts).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import luigi
 from luigi.tools.range import RangeDaily
 
 from cellpipe.db import parameter_hash
+from cellpipe.db.engine import error_cause
 from cellpipe.tasks.context import BatchEvent, current
-from cellpipe.tasks.retry import retrying
+from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.sources import ImageRef
 from cellpipe.tasks.state import image_states
 from cellpipe.tasks.steps import process_image
@@ -57,9 +60,14 @@ class ProcessImage(luigi.Task):
     def complete(self) -> bool:
         context = current()
         context.check_identity(self.database, self.model_sha256)
-        model_id = context.model_id(self.model_sha256)
-        states = retrying(image_states)(context.engine, [self.content_hash], model_id,
-                                        parameter_hash(self.parameters))
+        try:
+            model_id = context.model_id(self.model_sha256)
+            states = retrying(image_states)(context.engine, [self.content_hash], model_id,
+                                            parameter_hash(self.parameters))
+        except Exception as error:
+            if is_transient(error):
+                return False  # told once by the outage log; run() finds out what is stored
+            raise
         state = states.get(self.content_hash)
         if state is None:
             return False
@@ -133,4 +141,5 @@ def _report_outcome(task: ProcessImage) -> None:
 def _report_error(task: ProcessImage, error: BaseException) -> None:
     context = current()
     context.emit(BatchEvent("task_error", context.worker, task.name, task.content_hash,
-                            reason=f"{type(error).__name__}: {error}"))
+                            reason=f"{type(error).__name__}: {error_cause(error)}",
+                            data={"transient": is_transient(error)}))

@@ -9,17 +9,21 @@ When the attempts below are exhausted the error propagates: the Luigi task fails
 not recorded in the database, and the Luigi retry policy of ``luigi.cfg``
 (``[scheduler] retry_delay`` / ``retry_count`` with ``[worker] keep_alive``) or the
 next night's run tries it again.
+
+Errors and successes are told to the process's :class:`~cellpipe.tasks.outages.OutageLog`,
+which logs one line when an outage starts, one per retry wave while it lasts and one
+when it ends, instead of a line per attempt of every task.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 from typing import Callable, TypeVar
 
 import tenacity
 from sqlalchemy import exc as sa_exc
 
-logger = logging.getLogger(__name__)
+from cellpipe.tasks.outages import OUTAGES, OutageLog
 
 T = TypeVar("T")
 
@@ -46,7 +50,8 @@ def is_transient(error: BaseException) -> bool:
 
 
 def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
-             first_wait_s: float = FIRST_WAIT_S, max_wait_s: float = MAX_WAIT_S) -> Callable[..., T]:
+             first_wait_s: float = FIRST_WAIT_S, max_wait_s: float = MAX_WAIT_S,
+             outages: OutageLog | None = None) -> Callable[..., T]:
     """Return ``function`` wrapped to retry transient errors with exponential backoff.
 
     Parameters
@@ -57,6 +62,9 @@ def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
         Calls in all, the first one included.
     first_wait_s, max_wait_s : float
         The first pause, doubled after each failure up to ``max_wait_s``.
+    outages : OutageLog, optional
+        Where errors and successes are told. Default: this process's
+        :data:`~cellpipe.tasks.outages.OUTAGES`.
 
     Examples
     --------
@@ -69,16 +77,24 @@ def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
     >>> retrying(flaky, first_wait_s=0)()
     'ok'
     """
-    return tenacity.retry(
+    log = OUTAGES if outages is None else outages
+    retried = tenacity.retry(
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_attempt(attempts),
         wait=tenacity.wait_exponential(multiplier=first_wait_s, max=max_wait_s),
-        before_sleep=lambda state: _log_retry(state, attempts),
+        before_sleep=lambda state: log.failed(state.outcome.exception()),
         reraise=True,
     )(function)
 
+    @functools.wraps(function)
+    def call(*args, **kwargs) -> T:
+        try:
+            result = retried(*args, **kwargs)
+        except Exception as error:
+            if is_transient(error):
+                log.gave_up(error)
+            raise
+        log.succeeded()
+        return result
 
-def _log_retry(state: tenacity.RetryCallState, attempts: int) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    logger.warning("transient error in %s (attempt %d of %d), retrying: %s",
-                   getattr(state.fn, "__name__", state.fn), state.attempt_number, attempts, error)
+    return call

@@ -13,13 +13,17 @@ process per task, which would also reload the model for every image):
 This process lists the batch once (hashing every file), registers the model, starts a
 ``runs`` row, snapshots the database, passes the listing to the workers, turns their
 events into progress (``on_event``) and builds the :class:`BatchReport` from the
-database afterwards.
+database afterwards. Images that another run (one sharing no scheduler with this one)
+claimed are waited for before that, up to :data:`CLAIM_WAIT_S`, so that the report
+says who stored them. A database that does not answer at the start ends the run
+before anything is listed as done: :class:`cellpipe.db.DatabaseUnreachableError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import multiprocessing
 import os
 import queue as queue_module
@@ -28,6 +32,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import luigi
+import luigi.configuration
+from luigi.execution_summary import LuigiStatusCode
+from luigi.task_register import Register
+
+from cellpipe.db import claim_holders, finish_run, open_database, parameter_hash, start_run
+from cellpipe.db.engine import unreachable
 from cellpipe.settings import Settings
 from cellpipe.tasks.context import (
     BatchContext,
@@ -40,12 +51,18 @@ from cellpipe.tasks.context import (
     model_loads,
     output_location,
 )
-from cellpipe.tasks.report import BatchReport, ImageLine, WorkerResult
-from cellpipe.tasks.retry import retrying
+from cellpipe.tasks.outages import OUTAGES, OutageLog, merged
+from cellpipe.tasks.report import BatchReport, Duplicate, ImageLine, WorkerResult
+from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.sources import Listing, list_batch
+from cellpipe.tasks.state import ensure_model, image_states
 
 #: Seconds a dead worker may take to deliver its last report before it counts as crashed.
 _REPORT_GRACE_S = 5.0
+#: Seconds the run waits, once its workers are done, for images that another run claimed
+#: (it is segmenting them) to be stored; still claimed after that, they count as pending.
+CLAIM_WAIT_S = 600.0
+_CLAIM_POLL_S = 0.5
 
 
 class BatchRequestError(ValueError):
@@ -157,11 +174,11 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     ------
     cellpipe.tasks.context.ModelNotFoundError, cellpipe.tasks.sources.SourceError
         Before anything runs, when the model or the input is missing.
+    cellpipe.db.DatabaseUnreachableError
+        Before anything runs, when the database does not answer (after retries).
     """
-    from cellpipe.db import finish_run, open_database, parameter_hash, start_run
-    from cellpipe.tasks.state import ensure_model, image_states
-
     started = time.perf_counter()
+    started_at = dt.datetime.now(dt.timezone.utc)
     settings = request.settings
     emit = on_event or (lambda event: None)
     settings.pipeline_params()  # a bad setting fails here, before anything is listed
@@ -172,7 +189,14 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     refs.sort(key=lambda ref: (ref.batch_date, ref.name))
     unreadable = [item for listing in listings.values() for item in listing.unreadable]
 
-    engine = retrying(open_database)(settings.db_url)
+    # Quiet: a database that never answers is reported by the caller, in one line.
+    start_outages = OutageLog(quiet=True)
+    try:
+        engine = retrying(open_database, outages=start_outages)(settings.db_url)
+    except Exception as error:
+        if is_transient(error):
+            raise unreachable(settings.db_url, error) from error
+        raise
     try:
         model = retrying(batch_model)(settings, engine)
         model_id = retrying(ensure_model)(engine, name=model.name, version=model.version, file_hash=model.sha256,
@@ -197,7 +221,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
                 for i in range(request.workers)
             ]
             workers = _run_in_process(specs[0], collector) if request.workers == 1 else _run_spawned(specs, collector)
-        after = retrying(image_states)(engine, hashes, model_id, param_hash)
+        after = _after_claims(engine, hashes, model_id, param_hash)
         report = BatchReport(
             images=_image_lines(refs, unreadable, before, after, done_before, collector),
             workers=workers,
@@ -206,29 +230,57 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
             run_id=run_id,
             output=output_location(settings),
             stage_seconds=collector.mean_stage_seconds(),
-            duplicates=sum(len(listing.duplicates) for listing in listings.values()),
+            duplicates=_duplicates(listings.values()),
+            outages=merged(start_outages.outages(), *(list(worker.outages) for worker in workers),
+                           OUTAGES.outages(since=started_at)),
         )
         retrying(finish_run)(engine, run_id, status="succeeded" if report.exit_code() == 0 else "failed",
-                             images_seen=len(report.images), images_failed=report.count("failed"))
+                             images_seen=len(report.images), images_failed=report.count("failed"),
+                             summary=report.run_summary())
         return report
     finally:
         engine.dispose()
 
 
+def _after_claims(engine, hashes: list[str], model_id: int, param_hash: str) -> dict:
+    """Return the image states once no other run holds a claim on an image of ``hashes`` that is not done."""
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        states = retrying(image_states)(engine, hashes, model_id, param_hash)
+        undone = [state.image_id for state in states.values() if not state.segmented and state.status != "failed"]
+        if not undone or time.monotonic() > deadline:
+            return states
+        if not retrying(claim_holders)(engine, undone, model_id, param_hash):
+            return states
+        time.sleep(_CLAIM_POLL_S)
+
+
+def _duplicates(listings) -> list[Duplicate]:
+    duplicates = []
+    for listing in listings:
+        first = {ref.content_hash: ref.name for ref in listing.images}
+        duplicates.extend(Duplicate(ref.name, first[ref.content_hash], ref.content_hash)
+                          for ref in listing.duplicates)
+    return duplicates
+
+
+#: Luigi settings that cellpipe's workers assume where luigi.cfg does not set them (see its [worker] and [scheduler]).
+_WORKER_DEFAULTS = {("worker", "check_unfulfilled_deps"): "false", ("scheduler", "prune_on_get_work"): "true"}
+
+
 def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> WorkerResult:
     """Run Luigi in this process (``workers=1``, no fork) for ``spec``; return its report."""
-    import luigi
-    import luigi.configuration
-    from luigi.execution_summary import LuigiStatusCode
-    from luigi.task_register import Register
-
+    started_at = dt.datetime.now(dt.timezone.utc)
     Register.clear_instance_cache()  # task instances (and their listings) are per run
     config = luigi.configuration.get_config()
-    if not config.has_option("worker", "check_unfulfilled_deps"):
-        # See [worker] in luigi.cfg: the root runs once its image tasks have run.
-        if not config.has_section("worker"):
-            config.add_section("worker")
-        config.set("worker", "check_unfulfilled_deps", "false")
+    for (section, option), value in _WORKER_DEFAULTS.items():
+        # See [worker] and [scheduler] in luigi.cfg: the root runs once its image tasks
+        # have run; the local scheduler, too, runs a failed task again after retry_delay.
+        if not config.has_option(section, option):
+            if not config.has_section(section):
+                config.add_section(section)
+            config.set(section, option, value)
+    OUTAGES.wave_s = config.getfloat("scheduler", "retry_delay", 60.0)
     failed_tasks: list[str] = []
     stored = 0
 
@@ -249,12 +301,34 @@ def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> Worker
             context.segmenter(context.params.as_dict())
         scheduler = {"scheduler_url": spec.scheduler_url} if spec.scheduler_url else {"local_scheduler": True}
         log_level = config.get("core", "log_level", "WARNING")
-        result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level, **scheduler)
+        with _quiet_transient_failures():
+            result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level,
+                                 **scheduler)
     scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
     succeeded = result.status in {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
     return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, stored, tuple(failed_tasks),
                         scheduling_errors=result.status in scheduling_failed,
-                        luigi_summary="" if succeeded else result.summary_text)
+                        luigi_summary="" if succeeded else result.summary_text,
+                        outages=tuple(OUTAGES.outages(since=started_at)))
+
+
+class _TransientFailureFilter(logging.Filter):
+    """Drops Luigi's traceback of a task that failed on a transient error: the outage log told it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not is_transient(error)
+
+
+@contextlib.contextmanager
+def _quiet_transient_failures() -> Iterator[None]:
+    luigi_logger = logging.getLogger("luigi-interface")
+    quiet = _TransientFailureFilter()
+    luigi_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        luigi_logger.removeFilter(quiet)
 
 
 class _Collector:
@@ -268,7 +342,7 @@ class _Collector:
     def __call__(self, event: BatchEvent) -> None:
         if event.kind == "stored":
             self.stored[event.content_hash] = event
-        elif event.kind in ("task_error", "changed"):
+        elif event.kind in ("task_error", "changed", "claimed"):
             self.errors[event.content_hash] = event.reason
         self.emit(event)
 

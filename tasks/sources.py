@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Iterator
 
+from cellpipe.synthetic import TRUTH_FOLDER, TRUTH_SUFFIX
+
 if TYPE_CHECKING:
     from cellpipe.azure import BlobInfo, BlobStore
     from cellpipe.tasks.hash_cache import BlobHashCache
@@ -126,7 +128,9 @@ def list_batch(input: str, batch_date: dt.date, *, dated: bool,
     -----
     Folders are walked recursively. Names starting with ``.`` or ``~`` are skipped,
     files and folders alike: copy images in under such a temporary name and rename
-    them when complete, so that a half-copied file is never listed. Blobs are listed
+    them when complete, so that a half-copied file is never listed. Folders named
+    ``truth`` or ``*-truth`` hold ground-truth labels (``cellpipe synth`` writes
+    them), not images, and are skipped too. Blobs are listed
     by prefix, with the same rules; blob uploads are atomic anyway. A blob whose URL
     and etag are in the hash cache is not downloaded; a cache file that cannot be
     used is warned about and ignored.
@@ -285,13 +289,14 @@ def _hash_blob(store: BlobStore, blob: BlobInfo) -> tuple[str | None, str]:
 def _is_image_name(name: str) -> bool:
     parts = PurePosixPath(name).parts
     return bool(parts) and not any(_hidden(part) for part in parts) and \
+        not any(_is_truth_folder(part) for part in parts[:-1]) and \
         PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _image_files(folder: Path) -> list[Path]:
     found = []
     for directory, subdirectories, files in os.walk(folder):
-        subdirectories[:] = sorted(d for d in subdirectories if not _hidden(d))
+        subdirectories[:] = sorted(d for d in subdirectories if not _hidden(d) and not _is_truth_folder(d))
         for file_name in sorted(files):
             if not _hidden(file_name) and Path(file_name).suffix.lower() in IMAGE_SUFFIXES:
                 found.append(Path(directory) / file_name)
@@ -300,6 +305,10 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _hidden(name: str) -> bool:
     return name.startswith((".", "~"))
+
+
+def _is_truth_folder(name: str) -> bool:
+    return name == TRUTH_FOLDER or name.endswith(TRUTH_SUFFIX)
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

@@ -10,7 +10,10 @@ decides what happens to an image that cannot be processed:
   (:mod:`cellpipe.tasks.retry`); if it stays unavailable the error propagates, nothing
   is recorded, and a later attempt starts over;
 - the file changed or disappeared since it was listed (still being copied? moved
-  away?) → outcome ``changed``, nothing recorded: the next run lists it afresh.
+  away?) → outcome ``changed``, nothing recorded: the next run lists it afresh;
+- another process (a run that shares no scheduler with this one) is segmenting the
+  same image, model and parameters → outcome ``claimed``: left to it
+  (:mod:`cellpipe.db.claims`), so that each image is segmented once.
 
 Results are written before the database row that points to them, each file atomically,
 and the cells of one image are stored in one transaction: a worker killed at any
@@ -24,7 +27,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from cellpipe.db import is_segmented, mark_image_failed, parameter_hash, register_image, store_segmentation
+from cellpipe.db import (
+    claim_segmentation,
+    is_segmented,
+    mark_image_failed,
+    parameter_hash,
+    register_image,
+    release_claim,
+    store_segmentation,
+)
 from cellpipe.io import ImageReadError, image_info, read_image
 from cellpipe.results import result_files
 from cellpipe.tasks.context import BatchContext
@@ -38,9 +49,10 @@ class ImageOutcome:
 
     Attributes
     ----------
-    status : {"stored", "already_stored", "failed", "changed"}
+    status : {"stored", "already_stored", "failed", "changed", "claimed"}
         ``already_stored``: another worker stored it after this one listed it;
-        ``changed``: the file changed or disappeared since it was listed.
+        ``changed``: the file changed or disappeared since it was listed;
+        ``claimed``: another process is segmenting it (``reason`` names it).
     n_cells : int or None
         Cells stored.
     reason : str
@@ -94,13 +106,21 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
         return ImageOutcome(ref, "changed", reason=f"{ref.name} changed since the batch was listed; "
                                                   "the next run takes its new content")
     try:
-        image = read_image(data, name=ref.name)
+        image = read_image(data, name=ref.name, max_pixels=context.settings.max_pixels)
     except ImageReadError as error:
         return _failed(engine, ref, _register(engine, ref), str(error), started)
     info = image_info(image)
     timings["read"] = time.perf_counter() - started
     image_id = _register(engine, ref, bit_depth=info.bit_depth, width=info.width, height=info.height)
-    if retrying(is_segmented)(engine, image_id, model_id, parameter_hash(parameters)):
+    key = (image_id, model_id, parameter_hash(parameters))
+    # Claimed before the check, released once stored: whoever stores first is seen by the other.
+    # A task that raises keeps its claim; this process takes it again when the task is retried.
+    holder = retrying(claim_segmentation)(engine, *key, run_id=context.run_id)
+    if holder is not None:
+        return ImageOutcome(ref, "claimed", reason=f"{ref.name} is being segmented by {holder.describe()}",
+                            seconds=time.perf_counter() - started)
+    if retrying(is_segmented)(engine, *key):
+        retrying(release_claim)(engine, *key)
         return ImageOutcome(ref, "already_stored", seconds=time.perf_counter() - started)
 
     try:
@@ -108,8 +128,10 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     except Exception as error:  # noqa: BLE001 - any image-specific failure is recorded, the batch goes on
         if is_transient(error):
             raise
-        return _failed(engine, ref, image_id, f"segmentation of {ref.name} failed: {type(error).__name__}: {error}",
-                       started)
+        outcome = _failed(engine, ref, image_id,
+                          f"segmentation of {ref.name} failed: {type(error).__name__}: {error}", started)
+        retrying(release_claim)(engine, *key)
+        return outcome
     timings.update(result.timings)
 
     written = time.perf_counter()
@@ -120,6 +142,7 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     retrying(store_segmentation)(engine, image_id, model_id, parameters, result.cells,
                                  run_id=context.run_id, label_uri=label_uri, timings=timings,
                                  chosen={"scale": result.scale.as_dict()})
+    retrying(release_claim)(engine, *key)
     return ImageOutcome(ref, "stored", n_cells=result.n_cells, seconds=time.perf_counter() - started,
                         timings=timings)
 

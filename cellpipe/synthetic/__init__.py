@@ -15,17 +15,19 @@ Everything is re-exported here, so ``from cellpipe.synthetic import ...`` is all
 >>> paths = write_samples("demo_images", 4, size=256)  # doctest: +SKIP
 """
 
-from cellpipe.synthetic.files import CORRUPT_NAME, TRUTH_FOLDER, truth_path, write_samples
+from cellpipe.synthetic.files import CORRUPT_NAME, TRUTH_FOLDER, TRUTH_SUFFIX, truth_folder, truth_path, write_samples
 from cellpipe.synthetic.samples import KINDS, Kind, SyntheticSample, expected_cell_count, synthetic_cells
 
 __all__ = [
     "CORRUPT_NAME",
     "KINDS",
     "TRUTH_FOLDER",
+    "TRUTH_SUFFIX",
     "Kind",
     "SyntheticSample",
     "expected_cell_count",
     "synthetic_cells",
+    "truth_folder",
     "truth_path",
     "write_samples",
 ]

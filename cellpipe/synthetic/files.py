@@ -1,7 +1,10 @@
 """Sets of synthetic images written to disk as PNGs, with their ground truth as label TIFFs.
 
 :func:`write_samples` writes what :func:`cellpipe.synthetic.samples.synthetic_cells` draws;
-:func:`truth_path` says where each image's labels go (a ``truth/`` folder beside it).
+:func:`truth_path` says where each image's labels go: by default a folder *beside* the
+image folder, ``<folder>-truth/`` (:func:`truth_folder`), never inside it, so that
+``cellpipe run`` on the image folder finds images only (it skips ``truth/`` and
+``*-truth/`` folders anyway).
 """
 
 from __future__ import annotations
@@ -13,13 +16,31 @@ from cellpipe.io import write_labels_tiff, write_png
 from cellpipe.synthetic.samples import KINDS, synthetic_cells
 
 TRUTH_FOLDER = "truth"
+#: Suffix of the default ground-truth folder beside an image folder.
+TRUTH_SUFFIX = "-truth"
 CORRUPT_NAME = "corrupt_truncated.png"
 
 
-def truth_path(image_path: str | Path) -> Path:
-    """Return where :func:`write_samples` puts the label TIFF of ``image_path``."""
+def truth_folder(image_folder: str | Path) -> Path:
+    """Return the default ground-truth folder of ``image_folder``: ``<image_folder>-truth`` beside it.
+
+    Examples
+    --------
+    >>> truth_folder("/data/2024-06-01").as_posix()
+    '/data/2024-06-01-truth'
+    """
+    folder = Path(image_folder).absolute()
+    return folder.with_name(folder.name + TRUTH_SUFFIX)
+
+
+def truth_path(image_path: str | Path, truth_dir: str | Path | None = None) -> Path:
+    """Return where :func:`write_samples` puts the label TIFF of ``image_path``.
+
+    ``truth_dir`` as given to :func:`write_samples`; default :func:`truth_folder` of the image's folder.
+    """
     image_path = Path(image_path)
-    return image_path.parent / TRUTH_FOLDER / f"{image_path.stem}.tif"
+    folder = truth_folder(image_path.parent) if truth_dir is None else Path(truth_dir)
+    return folder / f"{image_path.stem}.tif"
 
 
 def write_samples(
@@ -30,13 +51,14 @@ def write_samples(
     size: tuple[int, int] | int = (512, 512),
     seed: int = 0,
     corrupt: bool = False,
+    truth_dir: str | Path | None = None,
     **options,
 ) -> list[Path]:
     """Write ``n`` synthetic images as PNGs and their labels as TIFFs; return the PNG paths.
 
     Images are named ``{kind}_{i:03d}.png`` and cycle through ``kinds``; image ``i`` uses
-    seed ``seed + i``. Ground truth goes to ``truth/{kind}_{i:03d}.tif`` (uint32 labels,
-    see :func:`truth_path`).
+    seed ``seed + i``. Ground truth goes to ``TRUTH_DIR/{kind}_{i:03d}.tif`` (uint32
+    labels, see :func:`truth_path`).
 
     Parameters
     ----------
@@ -53,6 +75,9 @@ def write_samples(
     corrupt : bool
         Also write :data:`CORRUPT_NAME` (``corrupt_truncated.png``), a PNG cut in half, to show how the pipeline
         reports unreadable files. It is last in the returned list and has no truth file.
+    truth_dir : str or Path, optional
+        Folder of the label TIFFs, created when missing. Default: ``<folder>-truth``
+        beside ``folder`` (:func:`truth_folder`).
     **options
         Passed on to :func:`synthetic_cells` (``mean_cell_diameter``, ``dtype``, ...).
 
@@ -74,7 +99,7 @@ def write_samples(
         sample = synthetic_cells(size, kind=kind, seed=seed + i, **options)
         image_path = folder / f"{kind}_{i:03d}.png"
         write_png(image_path, sample.image)
-        write_labels_tiff(truth_path(image_path), sample.labels)
+        write_labels_tiff(truth_path(image_path, truth_dir), sample.labels)
         written.append(image_path)
     if corrupt:
         written.append(_write_truncated_png(folder / CORRUPT_NAME, size, seed))
