@@ -134,9 +134,12 @@ def create_engine(url: str | URL, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOU
         # corrupts or half-applies one. Every cellpipe write is an idempotent upsert and a
         # forgotten result reads as "not segmented", which the next run redoes. Waiting for
         # one fsync per image made the flush, not COPY, the slow part of storing results.
+        # pool_pre_ping: a connection that a server restart or a network cut left dead in
+        # the pool is replaced when taken out, instead of failing the next statement.
         return sqlalchemy.create_engine(
             _psycopg(parsed),
             connect_args={"application_name": "cellpipe", "options": "-c synchronous_commit=off"},
+            pool_pre_ping=True,
         )
     raise DatabaseError(f"{parsed!r}: cellpipe supports SQLite and PostgreSQL URLs only")
 

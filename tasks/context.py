@@ -360,7 +360,7 @@ class BatchContext:
 
             folder = parse_blob_url(self.output).dated(batch_date)
             targets = [(BlobTarget(folder.blob_url(folder.blob_name(name))), data) for name, data in files.items()]
-            return [retrying(target.write)(data) for target, data in targets][0].url
+            return [retrying(target.write, service="storage")(data) for target, data in targets][0].url
         written = write_results(Path(self.output) / batch_date.isoformat(), files)
         return str(written[0])
 

@@ -117,16 +117,17 @@ class OutageLog:
         self._log("%s still unreachable after %.0f s; its tasks are tried again later: %s",
                   service, waited, error_cause(error))
 
-    def succeeded(self) -> None:
-        """Close the open outages: a call went through."""
-        if not self._open:
+    def succeeded(self, service: str) -> None:
+        """Close the open outage of ``service`` (``"database"`` or ``"storage"``): a call to it went through."""
+        if service not in self._open:
             return
         with self._lock:
-            ended = [replace(outage, ended=_now()) for outage in self._open.values()]
-            self._open.clear()
-            self._closed.extend(ended)
-        for outage in ended:
-            self._log("%s answers again after %.0f s", outage.service, outage.seconds)
+            outage = self._open.pop(service, None)
+            if outage is None:
+                return
+            outage = replace(outage, ended=_now())
+            self._closed.append(outage)
+        self._log("%s answers again after %.0f s", outage.service, outage.seconds)
 
     def outages(self, since: dt.datetime | None = None) -> list[Outage]:
         """Return the outages that started at or after ``since`` (all by default), the open ones last."""

@@ -51,7 +51,7 @@ def is_transient(error: BaseException) -> bool:
 
 def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
              first_wait_s: float = FIRST_WAIT_S, max_wait_s: float = MAX_WAIT_S,
-             outages: OutageLog | None = None) -> Callable[..., T]:
+             outages: OutageLog | None = None, service: str = "database") -> Callable[..., T]:
     """Return ``function`` wrapped to retry transient errors with exponential backoff.
 
     Parameters
@@ -65,6 +65,8 @@ def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
     outages : OutageLog, optional
         Where errors and successes are told. Default: this process's
         :data:`~cellpipe.tasks.outages.OUTAGES`.
+    service : {"database", "storage"}
+        What ``function`` talks to: its success ends an outage of that service only.
 
     Examples
     --------
@@ -94,7 +96,7 @@ def retrying(function: Callable[..., T], *, attempts: int = ATTEMPTS,
             if is_transient(error):
                 log.gave_up(error)
             raise
-        log.succeeded()
+        log.succeeded(service)
         return result
 
     return call

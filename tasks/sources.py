@@ -279,7 +279,7 @@ def _hash_blob(store: BlobStore, blob: BlobInfo) -> tuple[str | None, str]:
     from cellpipe.tasks.retry import retrying
 
     try:
-        return hashlib.sha256(retrying(store.download)(blob)).hexdigest(), ""
+        return hashlib.sha256(retrying(store.download, service="storage")(blob)).hexdigest(), ""
     except BlobNotFoundError:
         return None, ""
     except (ContentMismatchError, BlobTooLargeError) as error:

@@ -99,7 +99,7 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     timings: dict[str, float] = {}
 
     try:
-        data = retrying(read_source)(ref.uri)
+        data = retrying(read_source, service="storage")(ref.uri)
     except FileNotFoundError:
         return ImageOutcome(ref, "changed", reason=f"{ref.name} disappeared since the batch was listed")
     if hashlib.sha256(data).hexdigest() != ref.content_hash:

@@ -88,13 +88,14 @@ def test_a_postgresql_outage_in_the_middle_of_a_batch_is_ridden_out_and_named_in
     proxy.restore()
     output = run.communicate(timeout=300)[0]
 
-    assert stored_at_cut < N_IMAGES, "the batch was over before the outage"
+    assert stored_at_cut < N_IMAGES, f"the batch was over before the outage: {output}"
     assert run.returncode == 0, output
     summary = json.loads(summary_path.read_text())
-    assert summary["counts"]["stored"] == N_IMAGES and summary["exit_code"] == 0
+    assert summary["counts"]["stored"] == N_IMAGES and summary["exit_code"] == 0, summary["counts"]
     assert count(direct, "SELECT count(*) FROM segmentations") == N_IMAGES
     assert count(direct, "SELECT count(DISTINCT image_id) FROM segmentations") == N_IMAGES
     assert count(direct, "SELECT count(*) FROM runs WHERE status = 'succeeded' AND images_segmented = 10") == 1
+    assert len(summary["outages"]) == 1, summary["outages"]
     (outage,) = summary["outages"]
     assert outage["service"] == "database" and outage["ended"] is not None
     assert OUTAGE_S - 3 <= outage["seconds"] <= time.monotonic() - cut_at
