@@ -4,12 +4,14 @@ batch, retrying, exit codes, the request's rules and the private scheduler."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cellpipe.settings import Settings
+from cellpipe.tasks.outages import OutageLog
 from cellpipe.tasks.report import DEFAULT_RETCODES, BatchReport, ImageLine, WorkerResult
 from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.runner import BatchRequest, BatchRequestError
@@ -42,6 +44,15 @@ def test_hidden_files_and_files_that_are_not_images_by_name_are_not_listed(tmp_p
     write(tmp_path / "2024-06-01" / "~c.png", b"c")
     write(tmp_path / "2024-06-01" / "notes.txt", b"d")
     assert list_batch(str(tmp_path), DAY, dated=True).images == ()
+
+
+def test_ground_truth_folders_are_not_listed_as_images(tmp_path):
+    write(tmp_path / "2024-06-01" / "a.png")
+    write(tmp_path / "2024-06-01" / "truth" / "a.tif", b"II*\x00labels")
+    write(tmp_path / "2024-06-01-truth" / "a.tif", b"II*\x00labels")
+    for dated in (True, False):
+        listing = list_batch(str(tmp_path), DAY, dated=dated)
+        assert [ref.name for ref in listing.images] == ["2024-06-01/a.png"]
 
 
 def test_images_are_identified_by_the_sha256_of_their_bytes(tmp_path):
@@ -143,6 +154,57 @@ def test_other_errors_are_raised_at_once():
     assert len(calls) == 1
 
 
+# --- outages ----------------------------------------------------------------------------------
+
+def test_an_outage_over_many_tasks_of_one_retry_wave_logs_one_line_when_it_starts_and_one_when_it_ends(caplog):
+    log = OutageLog(wave_s=3600)
+    with caplog.at_level(logging.WARNING, logger="cellpipe.tasks.outages"):
+        for _task in range(100):
+            for _attempt in range(4):
+                log.failed(operational_error())
+            log.gave_up(operational_error())
+        log.succeeded("database")
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert "database unreachable" in lines[0] and "Connection refused" in lines[0]
+    assert "answers again" in lines[1]
+    (outage,) = log.outages()
+    assert outage.service == "database" and outage.failures == 400 and outage.seconds >= 0
+    assert "recovered" in outage.describe()
+
+
+def test_a_new_retry_wave_of_an_outage_logs_one_more_line(caplog):
+    log = OutageLog(wave_s=0)
+    with caplog.at_level(logging.WARNING, logger="cellpipe.tasks.outages"):
+        log.failed(operational_error())
+        log.gave_up(operational_error())
+        log.gave_up(operational_error())
+    assert [("still" in record.getMessage()) for record in caplog.records] == [False, True, True]
+
+
+def test_a_storage_call_that_succeeds_does_not_end_a_database_outage():
+    log = OutageLog(quiet=True)
+    log.failed(operational_error())
+    log.succeeded("storage")
+    (outage,) = log.outages()
+    assert outage.ended is None and "not recovered" in outage.describe()
+
+
+def test_retrying_tells_the_outage_log_of_the_failures_it_rode_out():
+    log = OutageLog(quiet=True)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise operational_error()
+        return "stored"
+
+    assert retrying(flaky, first_wait_s=0, outages=log)() == "stored"
+    (outage,) = log.outages()
+    assert outage.failures == 2 and outage.ended is not None
+
+
 # --- exit codes ------------------------------------------------------------------------------
 
 def report(*categories: str, **worker) -> BatchReport:
@@ -166,6 +228,21 @@ def test_images_left_undone_exit_with_not_run():
 def test_a_crashed_worker_exits_with_unhandled_exception_over_everything_else():
     codes = DEFAULT_RETCODES
     assert report("failed", "pending", crashed="MemoryError").exit_code(codes) == codes["unhandled_exception"]
+
+
+def test_task_and_scheduling_errors_that_a_retry_cured_exit_0_when_every_image_ended_stored():
+    worker = dict(failed_tasks=("a.png: OperationalError: the connection is lost",), scheduling_errors=True)
+    assert report("stored", "stored", "skipped", **worker).exit_code(DEFAULT_RETCODES) == 0
+
+
+def test_an_image_left_pending_by_a_task_error_exits_with_task_failed():
+    worker = dict(failed_tasks=("a.png: OperationalError: the connection is lost",))
+    assert report("stored", "pending", **worker).exit_code(DEFAULT_RETCODES) == DEFAULT_RETCODES["task_failed"]
+
+
+def test_an_image_left_pending_by_a_scheduling_error_exits_with_scheduling_error():
+    codes = DEFAULT_RETCODES
+    assert report("stored", "pending", scheduling_errors=True).exit_code(codes) == codes["scheduling_error"]
 
 
 def test_the_exit_codes_come_from_the_retcode_section():

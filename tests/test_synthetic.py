@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -124,7 +126,7 @@ def test_write_samples_writes_pngs_cycling_kinds_with_their_truth(tmp_path):
 
 
 def test_write_samples_adds_an_unreadable_png_when_asked(tmp_path):
-    written = write_samples(tmp_path, 1, kinds=("tissue",), size=64, corrupt=True)
+    written = write_samples(tmp_path / "samples", 1, kinds=("tissue",), size=64, corrupt=True)
     assert written[-1].name == CORRUPT_NAME and len(written) == 2
     with pytest.raises(ImageReadError, match="truncated or corrupt"):
         read_image(written[-1])
@@ -136,9 +138,41 @@ def test_synth_command_prints_what_it_wrote(tmp_path):
 
     _register_commands()
     result = CliRunner().invoke(
-        app, ["synth", str(tmp_path), "--n", "2", "--size", "80x64", "--kind", "tissue", "--with-corrupt"]
+        app, ["synth", str(tmp_path / "images"), "--n", "2", "--size", "80x64", "--kind", "tissue", "--with-corrupt"]
     )
     assert result.exit_code == 0, result.output
     assert "tissue_000.png" in result.output and "tissue_001.png" in result.output
     assert CORRUPT_NAME in result.output and "wrote 3 image(s)" in result.output
-    assert read_image(tmp_path / "tissue_001.png").shape == (64, 80)
+    assert read_image(tmp_path / "images" / "tissue_001.png").shape == (64, 80)
+
+
+def test_synth_writes_the_truth_beside_the_image_folder_so_a_run_lists_the_images_only(tmp_path):
+    from cellpipe.cli import _register_commands, app
+    from cellpipe.tasks.sources import list_batch
+
+    _register_commands()
+    day = dt.date(2024, 6, 1)
+    folder = tmp_path / "input" / day.isoformat()
+    result = CliRunner().invoke(app, ["synth", str(folder), "--n", "3", "--size", "64"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["foam_000.png", "foam_002.png", "tissue_001.png"]
+    truth = tmp_path / "input" / f"{day.isoformat()}-truth"
+    assert sorted(p.name for p in truth.iterdir()) == ["foam_000.tif", "foam_002.tif", "tissue_001.tif"]
+    assert str(truth) in result.output
+    for dated in (True, False):  # the truth folder lies under the input of an undated run
+        listing = list_batch(str(tmp_path / "input"), day, dated=dated)
+        assert sorted(ref.name for ref in listing.images) == [
+            "2024-06-01/foam_000.png", "2024-06-01/foam_002.png", "2024-06-01/tissue_001.png"]
+        assert listing.unreadable == ()
+
+
+def test_synth_writes_the_truth_where_asked(tmp_path):
+    from cellpipe.cli import _register_commands, app
+
+    _register_commands()
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "images"), "--n", "1", "--size", "64",
+                                      "--truth", str(tmp_path / "labels")])
+    assert result.exit_code == 0, result.output
+    expected = synthetic_cells((64, 64), kind="foam", seed=0, mean_cell_diameter=40.0).labels
+    np.testing.assert_array_equal(read_labels_tiff(tmp_path / "labels" / "foam_000.tif"), expected)
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["foam_000.png"]
