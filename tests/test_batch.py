@@ -245,11 +245,58 @@ def test_a_rerun_skips_finished_images_even_after_their_files_were_deleted(tmp_p
 def test_the_same_bytes_under_two_names_are_one_image(tmp_path, tiny_model, samples):
     folder = tmp_path / "input" / DAY.isoformat()
     (original,) = copy_samples(samples, folder, 1)
-    shutil.copy(original, folder / "copy_of_it.png")
+    shutil.copy(original, folder / "x_copy.png")
     settings = settings_for(tmp_path, tiny_model)
     report = run_batch(BatchRequest(settings, date=DAY))
-    assert report.counts["stored"] == 1 and report.duplicates == 1
+    assert report.counts["stored"] == 1
+    assert [(d.name, d.duplicate_of) for d in report.duplicates] == [
+        (f"{DAY}/x_copy.png", f"{DAY}/{original.name}")]
     assert query(settings, "SELECT count(*) FROM images") == [(1,)]
+
+
+def test_the_summary_and_the_report_name_each_duplicate_and_the_image_it_duplicates(tmp_path, tiny_model, samples):
+    from typer.testing import CliRunner
+
+    from cellpipe.cli import _register_commands, app
+
+    folder = tmp_path / "input" / DAY.isoformat()
+    (original,) = copy_samples(samples, folder, 1)
+    shutil.copy(original, folder / "x_copy.png")
+    settings = settings_for(tmp_path, tiny_model)
+    _register_commands()
+    run = CliRunner().invoke(app, ["run", "--date", DAY.isoformat(), "--summary-json", str(tmp_path / "s.json"),
+                                   *command_args(settings)])
+    assert run.exit_code == 0, run.output
+    named = f"duplicate {DAY}/x_copy.png: same bytes as {DAY}/{original.name}"
+    assert named in " ".join(run.output.split())
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert [(d["name"], d["duplicate_of"]) for d in summary["duplicates"]] == [
+        (f"{DAY}/x_copy.png", f"{DAY}/{original.name}")]
+    report = CliRunner().invoke(app, ["report", "--date", DAY.isoformat(), "--db", settings.db_url,
+                                      "--out", str(tmp_path / "report")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Duplicate files" in page
+    assert f"<td>{DAY}/x_copy.png</td><td>{DAY}/{original.name}</td>" in page
+
+
+def test_an_image_larger_than_max_pixels_is_recorded_as_failed_naming_the_limit(tmp_path, tiny_model, samples):
+    from typer.testing import CliRunner
+
+    from cellpipe.cli import _register_commands, app
+
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 1)
+    settings = settings_for(tmp_path, tiny_model)
+    _register_commands()
+    result = CliRunner().invoke(app, ["run", "--date", DAY.isoformat(), "--max-pixels", "1000",
+                                      *command_args(settings)])
+    assert result.exit_code == DEFAULT_RETCODES["task_failed"], result.output
+    ((error,),) = query(settings, "SELECT last_error FROM images WHERE status = 'failed'")
+    assert f"{IMAGE_SIDE * IMAGE_SIDE:,} pixels, more than the limit of 1,000" in error and "--max-pixels" in error
+    result = CliRunner().invoke(app, ["run", "--date", DAY.isoformat(), "--retry-failed",
+                                      "--max-pixels", str(IMAGE_SIDE * IMAGE_SIDE), *command_args(settings)])
+    assert result.exit_code == 0, result.output
+    assert query(settings, "SELECT status FROM images") == [("segmented",)]
 
 
 # --- which images a run takes ----------------------------------------------------------------

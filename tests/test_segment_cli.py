@@ -195,3 +195,30 @@ def test_stored_parameters_give_back_the_pipeline_parameters_they_came_from():
     before_merging = {k: v for k, v in SegmentParams(merge_threshold=0.6).as_dict().items() if k != "merge_threshold"}
     old = PipelineParams.from_dict({"invert": "auto", "segment": before_merging})
     assert old.segment.merge_threshold == 0.0  # made without merging, whatever today's default
+
+
+def test_segment_refuses_an_image_over_max_pixels_and_reads_it_under_a_raised_limit(tiny_model, images, tmp_path):
+    image = str(images / "slice0.png")
+    refused = runner.invoke(app, ["segment", image, "--out", str(tmp_path / "a"), "--model", str(tiny_model),
+                                  "--max-pixels", "1000"])
+    assert refused.exit_code == 1
+    assert "12,288 pixels, more than the limit of 1,000" in " ".join(refused.output.split())
+    assert not (tmp_path / "a" / "slice0_labels.tif").exists()
+    read = runner.invoke(app, ["segment", image, "--out", str(tmp_path / "b"), "--model", str(tiny_model),
+                               "--max-pixels", "12288"])
+    assert read.exit_code == 0, read.output
+    assert (tmp_path / "b" / "slice0_labels.tif").is_file()
+
+
+def test_the_max_pixels_setting_comes_from_flags_env_or_luigi_cfg_and_the_shipped_cfg_keeps_the_default(tmp_path):
+    from pathlib import Path
+
+    from cellpipe.io import DEFAULT_MAX_PIXELS
+
+    shipped = Path(__file__).resolve().parents[1] / "luigi.cfg"
+    assert Settings.load(config_path=shipped, environ={}).max_pixels == DEFAULT_MAX_PIXELS
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[cellpipe]\nmax_pixels = 500\n")
+    assert Settings.load(config_path=config, environ={}).max_pixels == 500
+    assert Settings.load(config_path=config, environ={"CELLPIPE_MAX_PIXELS": "600"}).max_pixels == 600
+    assert Settings.load({"max_pixels": 700}, config_path=config, environ={}).max_pixels == 700
