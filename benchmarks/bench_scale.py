@@ -1,18 +1,24 @@
-"""Which scale estimate is right more often: the native-scale pass alone, or with a half-size copy?
+"""Which scale estimate is right more often: the native-scale pass alone, with a half-size copy, or the ladder?
 
 The pipeline estimates each image's median cell diameter from a first segmentation and
 resamples so that its cells have the model's training diameter
-(:meth:`cellpipe.pipeline.CellSegmenter.predict`). The first pass can run at native
-scale alone (``scale_probes=()``: when the cells it finds are off the model's size, one
-more pass at the size they ask for), or try a half-size copy too when the native pass is
-off (``(0.5,)``, the default), keeping the pass whose cells the model saw closest to its
-training size. This script compares the two on
+(:func:`cellpipe.scale.search_scale`). Three searches are compared:
+
+- ``probes none``: the native pass, and when the cells it finds are off the model's size,
+  one more pass at the size they ask for;
+- ``probes 0.5``: the same and a half-size copy, keeping the pass whose cells the model
+  saw closest to its training size (the default before the ladder);
+- ``ladder`` (the default): when the native pass is off, copies at 1/2, 1/4 and 1/8 of the
+  size, twice the size when the native pass found too few cells to trust, then one pass
+  at the size the best of them asks for.
+
+on
 
 - synthetic foam, tissue and nuclei with median diameters from 10 to 150 px (seeds 7000+,
   never used for training or tuning), and
 - the held-out (``test``) items of every real source at 0.5x, 1x and 2x,
 
-and prints, per probe, the share of images whose estimate is within 15 % of the true
+and prints, per search, the share of images whose estimate is within 15 % of the true
 median diameter, the median absolute error, network passes and seconds per image.
 
     .venv/bin/python benchmarks/bench_scale.py [--model M.keras]
@@ -78,11 +84,12 @@ def main(argv=None) -> None:
 
     segmenter = CellSegmenter(args.model)
     groups = {"synthetic 10-150 px": synthetic_items(), "real held-out, 0.5x/1x/2x": real_items(args.shared)}
-    print(f"{'images':<28}{'probes':>8}{'n':>5}{'within 15%':>12}{'median |err|':>14}{'passes':>8}{'s/img':>8}")
+    print(f"{'images':<28}{'search':>14}{'n':>5}{'within 15%':>12}{'median |err|':>14}{'passes':>8}{'s/img':>8}")
     for group, items in groups.items():
-        for probes in ((), (0.5,)):
-            probe = "+".join(f"{p:g}" for p in probes) or "none"
-            probing = segmenter.with_params(dataclasses.replace(segmenter.params, scale_probes=probes))
+        for search, probes in (("probes", ()), ("probes", (0.5,)), ("ladder", ())):
+            probe = search if search == "ladder" else "probes " + ("+".join(f"{p:g}" for p in probes) or "none")
+            probing = segmenter.with_params(dataclasses.replace(segmenter.params, scale_search=search,
+                                                                scale_probes=probes))
             errors, passes, seconds = [], [], []
             for _, image, truth in items:
                 started = time.perf_counter()
@@ -91,7 +98,7 @@ def main(argv=None) -> None:
                 passes.append(scale.passes)
                 errors.append(abs(scale.cell_diameter / truth - 1) if scale.cell_diameter and truth else 1.0)
             errors = np.array(errors)
-            print(f"{group:<28}{probe:>8}{len(items):>5}{np.mean(errors <= 0.15):>12.2f}{np.median(errors):>14.3f}"
+            print(f"{group:<28}{probe:>14}{len(items):>5}{np.mean(errors <= 0.15):>12.2f}{np.median(errors):>14.3f}"
                   f"{np.mean(passes):>8.2f}{np.mean(seconds):>8.2f}")
 
 

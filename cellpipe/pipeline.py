@@ -26,11 +26,24 @@ import numpy as np
 
 from cellpipe.measure import regionprops_table
 from cellpipe.unet.targets import BACKGROUND, boundary_probability
-from cellpipe.scale import MAX_FACTOR, MIN_FACTOR, RESAMPLE_TOLERANCE, ScaleChoice, diameter_of_labels, labels_to_shape, maps_to_shape, resample, scale_factor
+from cellpipe.scale import (
+    MAX_FACTOR,
+    MIN_FACTOR,
+    SCALE_SEARCHES,
+    Measured,
+    ScaleChoice,
+    best_pass,
+    diameter_of_labels,
+    labels_to_shape,
+    maps_to_shape,
+    resample,
+    scale_factor,
+    search_scale,
+)
 from cellpipe.segment import SegmentParams, segment_edges
 from cellpipe.views import check_views
 
-#: Most network passes spent on one image while estimating its cell scale.
+#: Most network passes of the earlier ("probes") scale search.
 MAX_SCALE_PASSES = 3
 DEFAULT_SCALE_PROBES = (0.5,)
 
@@ -59,12 +72,15 @@ class PipelineParams:
         Median cell diameter in pixels of the images, for a model with a training scale
         (its card's ``scale``): images are resampled so their cells match the model's.
         ``None`` (default): estimated per image (:mod:`cellpipe.scale`).
+    scale_search : {"ladder", "probes"}
+        How the cells' scale is estimated when no ``cell_diameter`` is given
+        (:func:`cellpipe.scale.search_scale`). Default ``"ladder"``: when the native pass
+        finds cells off the model's size, copies at 1/2, 1/4, 1/8 of the size (and twice
+        it when the native pass found too few cells to trust) are predicted too.
+        ``"probes"``: the earlier search (native, the size it asks for, ``scale_probes``),
+        kept so that ``benchmarks/bench_scale.py`` can compare the two.
     scale_probes : tuple of float
-        Resampling factors also tried when the first, native-scale pass of the scale
-        estimate finds cells off the model's size. Default ``(0.5,)``: a half-size copy
-        (a quarter of the cost), where cells the model split into fragments at native
-        scale have a size it knows. ``()`` trusts the native pass alone;
-        ``benchmarks/bench_scale.py`` measures both.
+        Extra factors of the ``"probes"`` search. Default ``(0.5,)``.
     tile, overlap, batch_size : int
         Tiled inference (see :func:`cellpipe.unet.predict_edges`). They change speed and
         memory, not results beyond float rounding, so they are not part of
@@ -75,6 +91,7 @@ class PipelineParams:
     segment: SegmentParams = field(default_factory=SegmentParams)
     views: int = 1
     cell_diameter: float | None = None
+    scale_search: str = "ladder"
     scale_probes: tuple[float, ...] = (0.5,)
     tile: int = 512
     overlap: int = 32
@@ -90,6 +107,8 @@ class PipelineParams:
             if not self.cell_diameter > 0:
                 raise ValueError(f"cell_diameter must be a positive number of pixels, got {self.cell_diameter!r}")
             object.__setattr__(self, "cell_diameter", float(self.cell_diameter))
+        if self.scale_search not in SCALE_SEARCHES:
+            raise ValueError(f"scale_search must be one of {SCALE_SEARCHES}, got {self.scale_search!r}")
         probes = tuple(float(p) for p in self.scale_probes)
         if not all(MIN_FACTOR <= p <= MAX_FACTOR for p in probes):
             raise ValueError(f"scale_probes must be factors in [{MIN_FACTOR}, {MAX_FACTOR}], got {self.scale_probes!r}")
@@ -104,6 +123,8 @@ class PipelineParams:
         values = {"invert": self.invert, "segment": self.segment.as_dict(), "views": self.views}
         if self.cell_diameter is not None:
             values["cell_diameter"] = self.cell_diameter
+        if self.scale_search != "ladder":
+            values["scale_search"] = self.scale_search
         if self.scale_probes != DEFAULT_SCALE_PROBES:
             values["scale_probes"] = list(self.scale_probes)
         return values
@@ -120,6 +141,7 @@ class PipelineParams:
             segment=SegmentParams(**{"merge_threshold": 0.0, **parameters["segment"]}),
             views=parameters.get("views", 1),
             cell_diameter=parameters.get("cell_diameter"),
+            scale_search=parameters.get("scale_search", "ladder"),
             scale_probes=tuple(parameters.get("scale_probes", DEFAULT_SCALE_PROBES)),
         )
 
@@ -240,9 +262,9 @@ class CellSegmenter:
 
         A model with a training scale (``card.scale``) sees the image resampled so that
         its cells have the training diameter: the given ``params.cell_diameter``, or the
-        median cell of a first pass at native scale (a second pass follows when that is
-        off by more than :data:`cellpipe.scale.RESAMPLE_TOLERANCE`, a third when the
-        second pass still disagrees). Labels are always at the image's own pixels.
+        median cell of a first pass at native scale (more passes follow only when that is
+        off by more than :data:`cellpipe.scale.RESAMPLE_TOLERANCE`: see
+        :func:`cellpipe.scale.search_scale`). Labels are always at the image's own pixels.
         """
         prediction = self.predict(image)
         started = time.perf_counter()
@@ -282,33 +304,25 @@ class CellSegmenter:
             maps = self._maps(network_input, factor, timings)
             labels, background, edges = self._labels(maps, factor, image.shape, timings)
         else:
-            # Predict at native scale and measure the cells found. When they are off the
-            # model's size, predict again at the scale they ask for and at each probe
-            # scale (a half-size copy shows cells the model split into fragments at native
-            # scale at a size it knows), and keep the pass where the model saw its cells
-            # closest to the training size.
-            passes = []
+            # Predict at native scale and measure the cells found; when they are off the
+            # model's size, search for it (cellpipe.scale.search_scale) and keep the pass
+            # where the model saw its cells closest to the training size.
+            results = {}
 
-            def run(factor: float) -> None:
+            def measure(factor: float) -> Measured:
                 maps = self._maps(network_input, factor, timings)
                 labels, background, edges = self._labels(maps, factor, image.shape, timings)
+                areas = np.bincount(labels.ravel())[1:]
+                cells = int(np.count_nonzero(areas >= self.params.segment.min_area))
                 diameter = diameter_of_labels(labels, min_area=self.params.segment.min_area)
-                passes.append((factor, diameter, maps, labels, background, edges))
+                results[factor] = (maps, labels, background, edges)
+                return Measured(factor, diameter, cells)
 
-            def misfit(candidate) -> float:
-                factor, diameter = candidate[:2]
-                return abs(math.log(diameter * factor / training_diameter)) if diameter else math.inf
-
-            def tried(factor: float) -> bool:
-                return any(max(factor, p[0]) / min(factor, p[0]) <= RESAMPLE_TOLERANCE for p in passes)
-
-            run(1.0)
-            wanted = scale_factor(passes[0][1], training_diameter)
-            if not tried(wanted) or passes[0][1] is None:
-                for factor in ([wanted] if passes[0][1] else []) + list(self.params.scale_probes):
-                    if not tried(factor) and len(passes) < MAX_SCALE_PASSES:
-                        run(factor)
-            factor, diameter, maps, labels, background, edges = min(passes, key=misfit)
+            passes = search_scale(measure, training_diameter, min(image.shape), strategy=self.params.scale_search,
+                                  probes=self.params.scale_probes, max_passes=MAX_SCALE_PASSES)
+            best = best_pass(passes, training_diameter)
+            factor, diameter = best.factor, best.diameter
+            maps, labels, background, edges = results[factor]
             scale = ScaleChoice(diameter, factor, "estimated", len(passes))
         started = time.perf_counter()
         edges = maps_to_shape(edges, image.shape)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import skimage.transform
@@ -23,19 +24,29 @@ __all__ = [
     "MAX_FACTOR",
     "MIN_FACTOR",
     "RESAMPLE_TOLERANCE",
+    "Measured",
+    "SCALE_SEARCHES",
     "ScaleChoice",
+    "best_pass",
     "diameter_of_labels",
     "labels_to_shape",
     "maps_to_shape",
     "resample",
     "resampled_copy",
     "scale_factor",
+    "search_scale",
 ]
 
 #: Resampling within this ratio of 1 is skipped: the model was trained with that much zoom and more.
 RESAMPLE_TOLERANCE = 1.25
 #: Bounds of the resampling factor (model pixels per image pixel): 8x smaller to 4x larger.
 MIN_FACTOR, MAX_FACTOR = 1.0 / 8.0, 4.0
+#: A pass that found fewer cells than this cannot tell cells from a few giant blobs.
+MIN_TRUSTED_CELLS = 8
+#: Coarser copies than this many pixels across hold too few cells to measure.
+MIN_SEARCH_SIDE = 48
+#: How :func:`search_scale` looks for the cells' scale.
+SCALE_SEARCHES = ("ladder", "probes")
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,124 @@ def scale_factor(cell_diameter: float | None, training_diameter: float | None) -
     if 1.0 / RESAMPLE_TOLERANCE <= factor <= RESAMPLE_TOLERANCE:
         return 1.0
     return float(np.clip(factor, MIN_FACTOR, MAX_FACTOR))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one network pass at ``factor`` found: median diameter (image px) and number of cells."""
+
+    factor: float
+    diameter: float | None
+    cells: int
+
+    def misfit(self, training_diameter: float) -> float:
+        """Return |log| of how far from the training diameter the model saw these cells (inf: none)."""
+        if not self.diameter:
+            return math.inf
+        return abs(math.log(self.diameter * self.factor / training_diameter))
+
+    @property
+    def trusted(self) -> bool:
+        """Whether enough cells were found for their median to mean something."""
+        return self.diameter is not None and self.cells >= MIN_TRUSTED_CELLS
+
+
+def best_pass(passes: Sequence[Measured], training_diameter: float) -> Measured:
+    """Return the pass whose cells to trust: confirmed ones first, then the native one when it fits.
+
+    A pass is confirmed when another trusted pass, at a factor at least 1.5 times apart,
+    measured the same diameter (within :data:`RESAMPLE_TOLERANCE`): a model that resolves
+    the cells finds the same cells at two sizes, while fragments and merged blobs change
+    with the size they were predicted at. Of the confirmed passes, the one whose cells the
+    model saw closest to its training size wins. When none is confirmed, the native pass
+    (the first) is kept if it is trusted and found cells of the model's size; failing
+    that, the trusted pass closest to the training size, and failing that, any pass.
+    """
+    trusted = [m for m in passes if m.trusted]
+    confirmed = [m for m in trusted if any(_agree(m, other) for other in trusted)]
+    native = passes[0]
+    if not confirmed and native.trusted and native.misfit(training_diameter) <= math.log(RESAMPLE_TOLERANCE):
+        return native
+    return min(confirmed or trusted or passes, key=lambda m: m.misfit(training_diameter))
+
+
+def _agree(one: Measured, other: Measured) -> bool:
+    apart = max(one.factor, other.factor) / min(one.factor, other.factor) >= 1.5
+    ratio = max(one.diameter, other.diameter) / min(one.diameter, other.diameter)
+    return apart and ratio <= RESAMPLE_TOLERANCE
+
+
+def search_scale(
+    measure: Callable[[float], Measured],
+    training_diameter: float,
+    side: int,
+    *,
+    strategy: str = "ladder",
+    probes: Sequence[float] = (0.5,),
+    max_passes: int = 3,
+) -> list[Measured]:
+    """Run network passes (``measure(factor)``) until the cells' scale is known; return them in order.
+
+    The first pass is at native scale. A model shown cells far off its size fails in one
+    of two ways, and the ``"ladder"`` search reads both:
+
+    - cells larger than it knows are cut into fragments of about its own size, so their
+      median says "about right" or "slightly large" whatever their true size. A half-size
+      copy tells: real cells keep their diameter there, fragments double theirs. So a
+      native pass that found cells of the model's size is checked on a half-size copy (a
+      quarter of the cost); when that one finds larger cells, or when the native pass
+      found cells larger than the model's size, copies at 1/4 and 1/8 of the size follow
+      (down to :data:`MIN_SEARCH_SIDE` pixels across; all together a third of a native
+      pass);
+    - cells smaller than it knows merge into a few giant blobs: a pass with fewer than
+      :data:`MIN_TRUSTED_CELLS` cells is not trusted, and the search then also tries the
+      coarse copies (in case the cells are huge instead) and twice the size. Cells smaller
+      than the model's size found by a trusted native pass go straight to their size.
+
+    :func:`best_pass` picks the pass to keep; when even that one saw its cells off the
+    model's size by more than the tolerance, one last pass at the size it asks for follows.
+    An image whose native pass is confirmed by its half-size copy costs 1.25 passes; one
+    without any cell 1.33 + 4 (the double-size pass).
+
+    ``"probes"`` is the earlier search, kept for comparison (``benchmarks/bench_scale.py``):
+    native pass; when off, passes at the factor it asks for and at each of ``probes``, at
+    most ``max_passes`` in all.
+    """
+    if strategy not in SCALE_SEARCHES:
+        raise ValueError(f"scale search must be one of {SCALE_SEARCHES}, got {strategy!r}")
+    passes = [measure(1.0)]
+
+    def tried(factor: float) -> bool:
+        return any(max(factor, m.factor) / min(factor, m.factor) <= RESAMPLE_TOLERANCE for m in passes)
+
+    def run(factor: float) -> Measured | None:
+        if tried(factor) or (factor < 1.0 and side * factor < MIN_SEARCH_SIDE):
+            return None
+        passes.append(measure(factor))
+        return passes[-1]
+
+    native = passes[0]
+    wanted = scale_factor(native.diameter, training_diameter)
+    if strategy == "probes":
+        if not tried(wanted) or native.diameter is None:
+            for factor in ([wanted] if native.diameter else []) + list(probes):
+                if len(passes) < max_passes:
+                    run(factor)
+        return passes
+    if native.trusted and wanted > 1.0:
+        run(wanted)
+    else:
+        half = run(0.5)
+        cut = native.trusted and half is not None and half.trusted and half.diameter > RESAMPLE_TOLERANCE * native.diameter
+        if cut or wanted < 1.0 or not native.trusted:
+            for factor in (0.25, 0.125):
+                run(factor)
+        if not native.trusted:
+            run(2.0)
+    best = best_pass(passes, training_diameter)
+    if best.trusted:
+        run(scale_factor(best.diameter, training_diameter))
+    return passes
 
 
 def resample(image: np.ndarray, factor: float) -> np.ndarray:

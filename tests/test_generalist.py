@@ -175,11 +175,7 @@ def test_diameter_of_labels_recovers_the_diameter_of_synthetic_cells(diameter):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("diameter", [
-    pytest.param(10, marks=pytest.mark.xfail(strict=True, reason="8 px interiors: the generalist merges them (276 px read)")),
-    20, 40, 80,
-    pytest.param(150, marks=pytest.mark.xfail(strict=True, reason="132 px cells read as 46 px: split at every pass")),
-])
+@pytest.mark.parametrize("diameter", [10, 20, 40, 80, 150])
 def test_the_shipped_model_estimates_the_cell_diameter_within_15_percent(diameter):
     segmenter = _shipped()
     if segmenter.card.cell_diameter is None:
@@ -201,6 +197,75 @@ def _shipped():
     if "default" not in _SEGMENTER:
         _SEGMENTER["default"] = CellSegmenter("generalist")
     return _SEGMENTER["default"]
+
+
+def _model_seeing(true_diameter: float, side: int, training: float = 28.0):
+    """A stand-in network pass that fails as a real model does far off its size."""
+    from cellpipe.scale import Measured
+
+    calls = []
+
+    def measure(factor: float) -> Measured:
+        calls.append(factor)
+        seen = true_diameter * factor
+        if seen < training / 2:  # too small to resolve: a few giant blobs
+            return Measured(factor, 0.6 * side, 3)
+        if seen > 1.5 * training:  # too large: cut into fragments a little above the model's size
+            return Measured(factor, 1.3 * training / factor, int((side * factor / training) ** 2))
+        return Measured(factor, true_diameter, int((side * factor / seen) ** 2))
+
+    return measure, calls
+
+
+@pytest.mark.parametrize("diameter", [10, 28, 45, 70, 150, 200])
+def test_the_ladder_search_reads_both_failure_modes_and_keeps_the_pass_at_the_models_size(diameter):
+    from cellpipe.scale import best_pass, search_scale
+
+    measure, calls = _model_seeing(diameter, side=2048)
+    passes = search_scale(measure, 28.0, 2048)
+    best = best_pass(passes, 28.0)
+    assert best.diameter == diameter and best.trusted
+    assert 0.5 <= diameter * best.factor / 28.0 <= 2.0
+    assert calls[0] == 1.0 and len(set(calls)) == len(calls)  # native first, no factor twice
+
+
+def test_a_native_pass_at_the_models_size_confirmed_by_a_half_size_copy_is_kept_after_two_passes():
+    from cellpipe.scale import best_pass, search_scale
+
+    measure, calls = _model_seeing(30.0, side=512)
+    passes = search_scale(measure, 28.0, 512)
+    assert [m.factor for m in passes] == [1.0, 0.5]
+    assert best_pass(passes, 28.0) is passes[0]
+
+
+def test_cells_cut_into_pieces_of_the_models_size_are_found_whole_on_coarser_copies():
+    from cellpipe.scale import Measured, best_pass, search_scale
+
+    def measure(factor: float) -> Measured:  # 120 px cells, cut into 28 px pieces until they fit
+        seen = 120.0 * factor
+        return Measured(factor, 120.0 if seen <= 40 else 28.0 / factor, 40)
+
+    passes = search_scale(measure, 28.0, 2048)
+    assert passes[0].misfit(28.0) == 0.0  # the native pass alone says "right size"
+    assert best_pass(passes, 28.0).diameter == 120.0
+
+
+def test_an_image_without_cells_costs_the_coarse_copies_and_one_double_size_pass_then_stops():
+    from cellpipe.scale import Measured, best_pass, search_scale
+
+    passes = search_scale(lambda factor: Measured(factor, None, 0), 28.0, 512)
+    assert [m.factor for m in passes] == [1.0, 0.5, 0.25, 0.125, 2.0]
+    assert best_pass(passes, 28.0).diameter is None
+
+
+def test_the_probes_search_stops_at_its_pass_limit_where_the_ladder_goes_on():
+    from cellpipe.scale import best_pass, search_scale
+
+    measure, calls = _model_seeing(150.0, side=2048)
+    probes = search_scale(measure, 28.0, 2048, strategy="probes", probes=(0.5,), max_passes=3)
+    assert len(probes) == 3 and best_pass(probes, 28.0).diameter != 150.0
+    with pytest.raises(ValueError, match="scale search"):
+        search_scale(measure, 28.0, 2048, strategy="guess")
 
 
 def test_a_given_cell_diameter_is_part_of_the_parameters_and_an_absent_one_is_not():
