@@ -128,11 +128,11 @@ class _BatchProgress:
         elif event.kind == "model_loaded":
             self.started = time.perf_counter()  # throughput of segmenting, not of loading TensorFlow
             self.console.print(f"worker {event.worker}: model loaded in {event.seconds:.1f} s (pid {event.data['pid']})")
-        elif event.kind in ("stored", "already_stored", "failed") and self.bar is not None:
+        elif event.kind in ("stored", "already_stored", "claimed", "failed") and self.bar is not None:
             self.processed += 1
             task = self.progress.tasks[self.bar]
             failed = task.fields["failed"] + (event.kind == "failed")
-            skipped = task.fields["skipped"] + (event.kind == "already_stored")
+            skipped = task.fields["skipped"] + (event.kind in ("already_stored", "claimed"))
             rate = self.processed / max(time.perf_counter() - self.started, 1e-9)
             self.progress.update(self.bar, advance=1, failed=failed, skipped=skipped, rate=f"{rate:.2f} img/s")
             if event.kind == "failed":

@@ -20,7 +20,10 @@ Identity and deduplication:
     segmentation parameters, so every process that lists the same images schedules
     the same task ids and a shared ``luigid`` gives each to one worker. The database
     key (image × model × parameter hash, unique) makes a second store a replacement,
-    never a duplicate, should two schedulers ever run the same image.
+    never a duplicate, should two schedulers ever run the same image; and before
+    segmenting, a worker claims that key (:mod:`cellpipe.db.claims`), so a run that
+    shares no scheduler with another leaves the images the other is segmenting, waits
+    for them at the end and counts them as stored elsewhere.
 Completeness is in the database:
     ``ProcessImage.complete()`` is true when its segmentation is stored (or the image
     is recorded as failed, unless ``--retry-failed``). Result files
@@ -38,7 +41,8 @@ One model per worker process:
 Failure isolation (:mod:`~cellpipe.tasks.steps`, :mod:`~cellpipe.tasks.retry`):
     an image that cannot be read or segmented is recorded as failed with a readable
     reason and the others go on; transient database or storage errors are retried with
-    backoff; the exit code follows ``luigi.cfg`` ``[retcode]``
+    backoff and logged once per outage and retry wave (:mod:`~cellpipe.tasks.outages`);
+    the exit code follows ``luigi.cfg`` ``[retcode]``
     (:mod:`~cellpipe.tasks.report`), and the report sorts every image into stored,
     stored elsewhere, skipped, failed or pending.
 Secrets:

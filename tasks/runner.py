@@ -10,10 +10,10 @@ process per task, which would also reload the model for every image):
   the ``luigid`` of ``--scheduler-url`` or, without one, a private ``luigid`` on a free
   loopback port that this process starts and stops. Workers die with this process.
 
-This process lists the batch once (hashing every file), registers the model, starts a
-``runs`` row, snapshots the database, passes the listing to the workers, turns their
-events into progress (``on_event``) and builds the :class:`BatchReport` from the
-database afterwards. Images that another run (one sharing no scheduler with this one)
+What each worker does is :mod:`cellpipe.tasks.worker`. This process lists the batch
+once (hashing every file), registers the model, starts a ``runs`` row, snapshots the
+database, passes the listing to the workers, turns their events into progress
+(``on_event``) and builds the :class:`BatchReport` from the database afterwards. Images that another run (one sharing no scheduler with this one)
 claimed are waited for before that, up to :data:`CLAIM_WAIT_S`, so that the report
 says who stored them. A database that does not answer at the start ends the run
 before anything is listed as done: :class:`cellpipe.db.DatabaseUnreachableError`.
@@ -23,39 +23,30 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import multiprocessing
 import os
 import queue as queue_module
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
-
-import luigi
-import luigi.configuration
-from luigi.execution_summary import LuigiStatusCode
-from luigi.task_register import Register
 
 from cellpipe.db import claim_holders, finish_run, open_database, parameter_hash, start_run
 from cellpipe.db.engine import unreachable
 from cellpipe.settings import Settings
 from cellpipe.tasks.context import (
-    BatchContext,
     BatchEvent,
     BatchIdentity,
-    activated,
     batch_model,
     batch_params,
     database_identity,
-    model_loads,
     output_location,
 )
 from cellpipe.tasks.outages import OUTAGES, OutageLog, merged
 from cellpipe.tasks.report import BatchReport, Duplicate, ImageLine, WorkerResult
 from cellpipe.tasks.retry import is_transient, retrying
-from cellpipe.tasks.sources import Listing, list_batch
+from cellpipe.tasks.sources import list_batch
 from cellpipe.tasks.state import ensure_model, image_states
+from cellpipe.tasks.worker import BatchRoot, WorkerSpec, worker_main, worker_process
 
 #: Seconds a dead worker may take to deliver its last report before it counts as crashed.
 _REPORT_GRACE_S = 5.0
@@ -126,40 +117,6 @@ class BatchRequest:
         return [(self.today, False)]
 
 
-@dataclass(frozen=True)
-class _Root:
-    """The root task of a run, in a form that pickles into spawned workers."""
-
-    input: str
-    batches: tuple[tuple[dt.date, bool], ...]
-    backfill: bool
-    identity: BatchIdentity
-    today: dt.date
-
-    def task(self):
-        from cellpipe.tasks.nightly import NightlyBatch, backfill
-
-        common = dict(input=self.input, database=self.identity.database,
-                      model_sha256=self.identity.model_sha256, parameters=self.identity.parameters)
-        if self.backfill:
-            return backfill(self.batches[0][0], self.batches[-1][0], today=self.today, **common)
-        (date, dated), = self.batches
-        return NightlyBatch(date=date, dated=dated, **common)
-
-
-@dataclass(frozen=True)
-class _WorkerSpec:
-    worker: int
-    settings: Settings
-    run_id: int
-    retry_failed: bool
-    root: _Root
-    listings: dict
-    scheduler_url: str | None
-    load_model: bool
-    parent_pid: int
-
-
 def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | None = None) -> BatchReport:
     """Run the batch of ``request``; return its report (``report.exit_code()`` for the process).
 
@@ -208,7 +165,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
         done_before = {h for h, state in before.items()
                        if state.segmented or (state.status == "failed" and not request.retry_failed)}
         identity = BatchIdentity(database_identity(settings.db_url), model.sha256, params.as_dict())
-        root = _Root(settings.input, tuple(request.batches), request.since is not None, identity, request.today)
+        root = BatchRoot(settings.input, tuple(request.batches), request.since is not None, identity, request.today)
         with _scheduler(request) as (scheduler_url, scheduler_description):
             run_id = retrying(start_run)(engine, batch_date=request.batches[0][0] if len(request.batches) == 1 else None,
                                          parameters=_run_parameters(request, model, params, scheduler_description))
@@ -216,7 +173,7 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
                                              "unreadable": unreadable, "run_id": run_id}))
             collector = _Collector(emit)
             specs = [
-                _WorkerSpec(i, settings, run_id, request.retry_failed, root, listings, scheduler_url,
+                WorkerSpec(i, settings, run_id, request.retry_failed, root, listings, scheduler_url,
                             load_model=len(done_before) < len(refs), parent_pid=os.getpid())
                 for i in range(request.workers)
             ]
@@ -262,73 +219,6 @@ def _duplicates(listings) -> list[Duplicate]:
         duplicates.extend(Duplicate(ref.name, first[ref.content_hash], ref.content_hash)
                           for ref in listing.duplicates)
     return duplicates
-
-
-#: Luigi settings that cellpipe's workers assume where luigi.cfg does not set them (see its [worker] and [scheduler]).
-_WORKER_DEFAULTS = {("worker", "check_unfulfilled_deps"): "false", ("scheduler", "prune_on_get_work"): "true"}
-
-
-def worker_main(spec: _WorkerSpec, emit: Callable[[BatchEvent], None]) -> WorkerResult:
-    """Run Luigi in this process (``workers=1``, no fork) for ``spec``; return its report."""
-    started_at = dt.datetime.now(dt.timezone.utc)
-    Register.clear_instance_cache()  # task instances (and their listings) are per run
-    config = luigi.configuration.get_config()
-    for (section, option), value in _WORKER_DEFAULTS.items():
-        # See [worker] and [scheduler] in luigi.cfg: the root runs once its image tasks
-        # have run; the local scheduler, too, runs a failed task again after retry_delay.
-        if not config.has_option(section, option):
-            if not config.has_section(section):
-                config.add_section(section)
-            config.set(section, option, value)
-    OUTAGES.wave_s = config.getfloat("scheduler", "retry_delay", 60.0)
-    failed_tasks: list[str] = []
-    stored = 0
-
-    def forward(event: BatchEvent) -> None:
-        nonlocal stored
-        if event.kind == "task_error":
-            failed_tasks.append(f"{event.name}: {event.reason}")
-        stored += event.kind == "stored"
-        emit(event)
-
-    loads_before = model_loads()
-    context = BatchContext(spec.settings, run_id=spec.run_id, retry_failed=spec.retry_failed,
-                           listings=spec.listings, emit=forward, worker=spec.worker)
-    with activated(context):
-        if spec.load_model:
-            # Before scheduling: the model loads once in this process, and the tasks'
-            # resources() know whether it sits on a GPU.
-            context.segmenter(context.params.as_dict())
-        scheduler = {"scheduler_url": spec.scheduler_url} if spec.scheduler_url else {"local_scheduler": True}
-        log_level = config.get("core", "log_level", "WARNING")
-        with _quiet_transient_failures():
-            result = luigi.build([spec.root.task()], workers=1, detailed_summary=True, log_level=log_level,
-                                 **scheduler)
-    scheduling_failed = {LuigiStatusCode.SCHEDULING_FAILED, LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED}
-    succeeded = result.status in {LuigiStatusCode.SUCCESS, LuigiStatusCode.SUCCESS_WITH_RETRY}
-    return WorkerResult(spec.worker, os.getpid(), model_loads() - loads_before, stored, tuple(failed_tasks),
-                        scheduling_errors=result.status in scheduling_failed,
-                        luigi_summary="" if succeeded else result.summary_text,
-                        outages=tuple(OUTAGES.outages(since=started_at)))
-
-
-class _TransientFailureFilter(logging.Filter):
-    """Drops Luigi's traceback of a task that failed on a transient error: the outage log told it once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or not is_transient(error)
-
-
-@contextlib.contextmanager
-def _quiet_transient_failures() -> Iterator[None]:
-    luigi_logger = logging.getLogger("luigi-interface")
-    quiet = _TransientFailureFilter()
-    luigi_logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        luigi_logger.removeFilter(quiet)
 
 
 class _Collector:
@@ -400,17 +290,17 @@ def _scheduler(request: BatchRequest) -> Iterator[tuple[str | None, str]]:
         yield None, "local scheduler"
 
 
-def _run_in_process(spec: _WorkerSpec, collector: _Collector) -> list[WorkerResult]:
+def _run_in_process(spec: WorkerSpec, collector: _Collector) -> list[WorkerResult]:
     try:
         return [worker_main(spec, collector)]
     except Exception as error:  # noqa: BLE001 - reported as a crashed worker, exit code unhandled_exception
         return [WorkerResult(spec.worker, os.getpid(), crashed=f"{type(error).__name__}: {error}")]
 
 
-def _run_spawned(specs: list[_WorkerSpec], collector: _Collector) -> list[WorkerResult]:
+def _run_spawned(specs: list[WorkerSpec], collector: _Collector) -> list[WorkerResult]:
     spawn = multiprocessing.get_context("spawn")
     events = spawn.Queue()
-    processes = {spec.worker: spawn.Process(target=_worker_process, args=(spec, events),
+    processes = {spec.worker: spawn.Process(target=worker_process, args=(spec, events),
                                              name=f"cellpipe-worker-{spec.worker}") for spec in specs}
     for process in processes.values():
         process.start()
@@ -440,20 +330,3 @@ def _run_spawned(specs: list[_WorkerSpec], collector: _Collector) -> list[Worker
                 process.terminate()
                 process.join()
     return [results[worker] for worker in sorted(results)]
-
-
-def _worker_process(spec: _WorkerSpec, events) -> None:
-    _die_with_parent(spec.parent_pid)
-    try:
-        result = worker_main(spec, events.put)
-    except BaseException as error:  # noqa: BLE001 - the parent reports it
-        result = WorkerResult(spec.worker, os.getpid(), crashed=f"{type(error).__name__}: {error}")
-    events.put(result)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    from cellpipe.tasks.scheduler import die_with_parent
-
-    die_with_parent(signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
