@@ -169,8 +169,10 @@ def search_scale(
       pass);
     - cells smaller than it knows merge into a few giant blobs: a pass with fewer than
       :data:`MIN_TRUSTED_CELLS` cells is not trusted, and the search then also tries the
-      coarse copies (in case the cells are huge instead) and twice the size. Cells smaller
-      than the model's size found by a trusted native pass go straight to their size.
+      coarse copies (in case the cells are huge instead) and twice the size.
+
+    A trusted native pass that found cells off the model's size is also followed by a pass
+    at the size it asks for (the only one more when the cells were smaller).
 
     :func:`best_pass` picks the pass to keep; when even that one saw its cells off the
     model's size by more than the tolerance, one last pass at the size it asks for follows.
@@ -202,9 +204,9 @@ def search_scale(
                 if len(passes) < max_passes:
                     run(factor)
         return passes
-    if native.trusted and wanted > 1.0:
-        run(wanted)
-    else:
+    if native.trusted and wanted != 1.0:
+        run(wanted)  # where the native pass says the cells' size is
+    if not (native.trusted and wanted > 1.0):
         half = run(0.5)
         cut = native.trusted and half is not None and half.trusted and half.diameter > RESAMPLE_TOLERANCE * native.diameter
         if cut or wanted < 1.0 or not native.trusted:
