@@ -41,7 +41,7 @@ from cellpipe.tasks.context import (
     database_identity,
     output_location,
 )
-from cellpipe.tasks.outages import OUTAGES, OutageLog, merged
+from cellpipe.tasks.outages import OUTAGES, OutageLog, merged, service_of
 from cellpipe.tasks.report import BatchReport, Duplicate, ImageLine, WorkerResult
 from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.sources import list_batch
@@ -132,7 +132,8 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
     cellpipe.tasks.context.ModelNotFoundError, cellpipe.tasks.sources.SourceError
         Before anything runs, when the model or the input is missing.
     cellpipe.db.DatabaseUnreachableError
-        Before anything runs, when the database does not answer (after retries).
+        When the database does not answer this process (after retries): before anything
+        runs, or when the run is to be recorded.
     """
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -195,6 +196,10 @@ def run_batch(request: BatchRequest, on_event: Callable[[BatchEvent], None] | No
                              images_seen=len(report.images), images_failed=report.count("failed"),
                              summary=report.run_summary())
         return report
+    except Exception as error:
+        if is_transient(error) and service_of(error) == "database":  # down again after the start, past its retries
+            raise unreachable(settings.db_url, error) from error
+        raise
     finally:
         engine.dispose()
 
