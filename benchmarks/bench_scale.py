@@ -78,6 +78,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--only", choices=("ladder", "probes"), default=None, help="run one search only")
     args = parser.parse_args(argv)
 
     from cellpipe.pipeline import CellSegmenter
@@ -87,6 +88,8 @@ def main(argv=None) -> None:
     print(f"{'images':<28}{'search':>14}{'n':>5}{'within 15%':>12}{'median |err|':>14}{'passes':>8}{'s/img':>8}")
     for group, items in groups.items():
         for search, probes in (("probes", ()), ("probes", (0.5,)), ("ladder", ())):
+            if args.only not in (None, search):
+                continue
             probe = search if search == "ladder" else "probes " + ("+".join(f"{p:g}" for p in probes) or "none")
             probing = segmenter.with_params(dataclasses.replace(segmenter.params, scale_search=search,
                                                                 scale_probes=probes))
