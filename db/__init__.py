@@ -10,8 +10,11 @@ Typical use by the batch::
     engine = open_database(Settings.load().db_url)
     run_id = start_run(engine, batch_date=day, parameters=params)
     image_id = register_image(engine, sha256, uri, size_bytes=n, batch_date=day, bit_depth=8)
-    if not is_segmented(engine, image_id, model_id, parameter_hash(params)):
-        store_segmentation(engine, image_id, model_id, params, cells, run_id=run_id)
+    key = (image_id, model_id, parameter_hash(params))
+    if claim_segmentation(engine, *key, run_id=run_id) is None:  # None: no other process is on it
+        if not is_segmented(engine, *key):
+            store_segmentation(engine, image_id, model_id, params, cells, run_id=run_id)
+        release_claim(engine, *key)
     finish_run(engine, run_id)
 
 This package knows tables, sessions, migrations and queries; nothing about images.

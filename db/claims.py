@@ -32,6 +32,7 @@ from cellpipe.db.writes import as_utc, process_exists
 #: Seconds after which a claim counts as abandoned whoever holds it: far longer than
 #: segmenting one image takes.
 DEFAULT_STALE_AFTER_S = 3600.0
+_CHUNK = 500  # image ids per IN (...) list, well under SQLite's bound-parameter limit
 
 
 @dataclass(frozen=True)
@@ -108,12 +109,15 @@ def claim_holders(bind: Bind, image_ids: list[int], model_id: int, param_hash: s
                   stale_after_s: float = DEFAULT_STALE_AFTER_S) -> dict[int, ClaimHolder]:
     """Return ``{image id: holder}`` of the live claims of other processes among ``image_ids``."""
     me = (socket.gethostname(), os.getpid())
+    rows = []
     with read_connection(bind) as connection:
-        rows = connection.execute(
-            select(Claim.image_id, Claim.run_id, Claim.host, Claim.pid, Claim.claimed_at, Run.status)
-            .outerjoin(Run, Run.id == Claim.run_id)
-            .where(Claim.image_id.in_(image_ids), Claim.model_id == model_id, Claim.param_hash == param_hash)
-        ).all()
+        for start in range(0, len(image_ids), _CHUNK):
+            rows += connection.execute(
+                select(Claim.image_id, Claim.run_id, Claim.host, Claim.pid, Claim.claimed_at, Run.status)
+                .outerjoin(Run, Run.id == Claim.run_id)
+                .where(Claim.image_id.in_(image_ids[start:start + _CHUNK]), Claim.model_id == model_id,
+                       Claim.param_hash == param_hash)
+            ).all()
     return {row.image_id: ClaimHolder(row.run_id, row.host, row.pid) for row in rows
             if (row.host, row.pid) != me
             and not _abandoned(ClaimHolder(row.run_id, row.host, row.pid), row.status, as_utc(row.claimed_at),
