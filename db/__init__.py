@@ -32,7 +32,7 @@ from cellpipe.db.engine import (
     write_transaction,
 )
 from cellpipe.db.exports import export
-from cellpipe.db.models import Base, Cell, Claim, Image, Model, Run, Segmentation
+from cellpipe.db.models import Base, Cell, Claim, Image, Model, Run, Segmentation, SegmentationQuality
 from cellpipe.db.isolation import QueryInterrupted, QueryTimeout
 from cellpipe.db.postgres_isolation import READER_ROLE, reader_role_problem
 from cellpipe.db.queries import QueryError, QueryResult, ReadOnlyError, check_readable, readonly_query
@@ -52,6 +52,7 @@ from cellpipe.db.writes import (
     mark_image_failed,
     mark_interrupted_runs,
     parameter_hash,
+    record_pixel_size,
     register_image,
     start_run,
     store_segmentation,
@@ -77,6 +78,7 @@ __all__ = [
     "SchemaError",
     "SchemaStatus",
     "Segmentation",
+    "SegmentationQuality",
     "cell_columns",
     "check_readable",
     "claim_holders",
@@ -96,6 +98,7 @@ __all__ = [
     "open_database",
     "parameter_hash",
     "read_connection",
+    "record_pixel_size",
     "reader_role_problem",
     "readonly_query",
     "register_image",

@@ -4,17 +4,20 @@ The schema follows CellProfiler's Per_Image / Per_Object split, with the lineage
 CellProfiler lacks: every set of cells points to the image it came from, the model that
 found it, the parameters used and the run that stored it.
 
-======================  ==============================================================
-table                   one row per
-======================  ==============================================================
-``images``              distinct image content (sha256 of the file's bytes)
-``runs``                batch invocation (the nightly job, or one ``cellpipe segment``)
-``models``              U-Net model version; at most one is the default
-``segmentations``       image × model × parameter hash: the latest result for that key
-``cells``               cell of a segmentation, with scikit-image's property names
-======================  ==============================================================
+==========================  ================================================================
+table                       one row per
+==========================  ================================================================
+``images``                  distinct image content (sha256 of the file's bytes)
+``runs``                    batch invocation (the nightly job, or one ``cellpipe segment``)
+``models``                  U-Net model version; at most one is the default
+``segmentations``           image × model × parameter hash: the latest result for that key
+``cells``                   cell of a segmentation, with scikit-image's property names
+``segmentation_quality``    segmentation: its label image's quality figures, in pixels
+``claims``                  image × model × parameter hash a run is segmenting right now
+==========================  ================================================================
 
-The views ``cell_metrics`` and ``image_summary`` (created by migration 0002) are what
+The views ``cell_metrics`` and ``image_summary`` (created by migration 0002, extended
+by 0006 with µm and quality columns) are what
 users query; they are described in :mod:`cellpipe.db.views`.
 
 Alembic migrations in ``migrations/versions`` create these tables; this module is the
@@ -61,6 +64,8 @@ NAMING_CONVENTION = {
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 IMAGE_STATUSES = ("registered", "segmented", "failed")
+#: Where ``images.pixel_size_um`` came from (``cellpipe.units.PIXEL_SIZE_SOURCES``; NULL: unknown).
+PIXEL_SIZE_SOURCES = ("ome", "imagej", "sem", "tiff", "setting")
 #: "interrupted": the run's process died before it finished (see ``mark_interrupted_runs``).
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
@@ -84,11 +89,14 @@ CELL_STATISTICS: dict[str, str] = {
     "intensity_min": "intensity_min",
     "intensity_max": "intensity_max",
     "touches_border": "touches_border",
+    "feret_diameter_max": "feret_diameter_max",
+    "feret_diameter_min": "feret_diameter_min",
 }
 
 #: Statistics a segmentation may lack (stored as NULL): intensity needs an intensity image.
 OPTIONAL_CELL_STATISTICS = frozenset(
-    {"intensity_mean", "intensity_min", "intensity_max", "touches_border"}
+    {"intensity_mean", "intensity_min", "intensity_max", "touches_border", "feret_diameter_max",
+     "feret_diameter_min"}
 )
 
 
@@ -127,10 +135,15 @@ class Image(Base):
     # update rewrite every index entry; the few failed images are found by a scan.
     status: Mapped[str] = mapped_column(String(16), default="registered", server_default="registered")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Side of a pixel in µm (NULL: unknown) and where it was read (PIXEL_SIZE_SOURCES).
+    pixel_size_um: Mapped[float | None] = mapped_column(Double)
+    pixel_size_source: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         CheckConstraint(f"status IN {IMAGE_STATUSES!r}", name="status"),
         CheckConstraint("length(content_hash) = 64", name="content_hash_length"),
+        CheckConstraint("pixel_size_um > 0", name="pixel_size_positive"),
+        CheckConstraint(f"pixel_size_source IN {PIXEL_SIZE_SOURCES!r}", name="pixel_size_source"),
     )
 
 
@@ -276,6 +289,37 @@ class Cell(Base):
     intensity_min: Mapped[float | None] = mapped_column(Double)
     intensity_max: Mapped[float | None] = mapped_column(Double)
     touches_border: Mapped[bool | None] = mapped_column(Boolean)
+    feret_diameter_max: Mapped[float | None] = mapped_column(Double, comment="largest caliper, px")
+    feret_diameter_min: Mapped[float | None] = mapped_column(Double, comment="smallest caliper (width), px")
+
+
+class SegmentationQuality(Base):
+    """The quality figures of one segmentation's label image, in pixels (``cellpipe.quality``).
+
+    The view ``image_summary`` shows them with their µm values (from the image's pixel
+    size). Written with the segmentation, in its transaction; deleted with it.
+    """
+
+    __tablename__ = "segmentation_quality"
+
+    segmentation_id: Mapped[int] = mapped_column(ForeignKey("segmentations.id", ondelete="CASCADE"),
+                                                 primary_key=True)
+    n_border_cells: Mapped[int] = mapped_column(Integer)
+    image_area_px: Mapped[int] = mapped_column(BigInteger)
+    crossings_x: Mapped[int] = mapped_column(Integer, comment="wall crossings along the rows")
+    crossings_y: Mapped[int] = mapped_column(Integer, comment="wall crossings along the columns")
+    mean_chord_x_px: Mapped[float | None] = mapped_column(Double)
+    mean_chord_y_px: Mapped[float | None] = mapped_column(Double)
+    anisotropy: Mapped[float | None] = mapped_column(Double, comment="mean chord y / x")
+    apparent_cell_size_px: Mapped[float | None] = mapped_column(Double, comment="ASTM D3576: mean chord / 0.616")
+    wall_fraction: Mapped[float | None] = mapped_column(Double)
+    mean_wall_thickness_px: Mapped[float | None] = mapped_column(Double)
+    d10_px: Mapped[float | None] = mapped_column(Double, comment="equivalent diameter, cells off the border")
+    d50_px: Mapped[float | None] = mapped_column(Double)
+    d90_px: Mapped[float | None] = mapped_column(Double)
+    d10_all_px: Mapped[float | None] = mapped_column(Double, comment="equivalent diameter, every cell")
+    d50_all_px: Mapped[float | None] = mapped_column(Double)
+    d90_all_px: Mapped[float | None] = mapped_column(Double)
 
 
 #: Columns of ``cells`` that writers fill, in table order (``segmentation_id`` first;

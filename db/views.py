@@ -16,6 +16,16 @@ tests can select from them with the right Python types (dates as dates, not stri
     ``equivalent_diameter_area`` (called ``diameter`` here). The median is the mean of
     the middle one or two values, computed with window functions; the standard
     deviation is NULL for a single cell.
+
+Since migration 0006 both views carry physical units, computed from the pixel columns
+and ``images.pixel_size_um`` (NULL wherever the pixel size is unknown, never 0):
+``cell_metrics`` adds ``feret_diameter_max`` / ``_min`` (px), ``pixel_size_um`` and the
+µm columns of :data:`CELL_MICROMETRE_COLUMNS`; ``image_summary`` adds the pixel size
+and its source, ``cells_per_mm2`` (every cell of the image over the image's area), and
+the quality figures of ``segmentation_quality`` (:mod:`cellpipe.quality`) in px and µm.
+Its main size percentiles ``d10`` / ``d50`` / ``d90`` leave out the cells that touch
+the image border (cut, so they look smaller); ``d10_all``... include them, as do
+``area_mean`` and the other statistics of every cell.
 """
 
 from __future__ import annotations
@@ -44,6 +54,23 @@ CELL_METRICS_STATISTICS: tuple[str, ...] = (
     "intensity_max", "touches_border",
 )
 
+#: µm columns of ``cell_metrics``: px × pixel size (NULL when the image's pixel size is unknown).
+CELL_MICROMETRE_COLUMNS: tuple[str, ...] = (
+    "area_um2", "perimeter_um", "equivalent_diameter_um", "axis_major_length_um", "axis_minor_length_um",
+    "x_um", "y_um", "feret_diameter_max_um", "feret_diameter_min_um",
+)
+#: Quality figures of ``image_summary`` in pixels or without unit (table ``segmentation_quality``).
+SUMMARY_QUALITY_PX: tuple[str, ...] = (
+    "mean_chord_x_px", "mean_chord_y_px", "anisotropy", "apparent_cell_size_px", "wall_fraction",
+    "mean_wall_thickness_px", "d10_px", "d50_px", "d90_px", "d10_all_px", "d50_all_px", "d90_all_px",
+)
+#: µm figures of ``image_summary``, in view order.
+SUMMARY_MICROMETRE_COLUMNS: tuple[str, ...] = (
+    "mean_chord_x_um", "mean_chord_y_um", "apparent_cell_size_um", "mean_wall_thickness_um",
+    "d10_um", "d50_um", "d90_um", "d10_all_um", "d50_all_um", "d90_all_um",
+    "area_mean_um2", "area_median_um2", "diameter_mean_um", "diameter_median_um",
+)
+
 cell_metrics = Table(
     "cell_metrics",
     view_metadata,
@@ -58,6 +85,10 @@ cell_metrics = Table(
     Column("param_hash", String(64)),
     Column("run_id", Integer),
     *(Column(name, Cell.__table__.c[name].type) for name in CELL_METRICS_STATISTICS),
+    Column("feret_diameter_max", Double),
+    Column("feret_diameter_min", Double),
+    Column("pixel_size_um", Double),
+    *(Column(name, Double) for name in CELL_MICROMETRE_COLUMNS),
 )
 
 image_summary = Table(
@@ -87,6 +118,12 @@ image_summary = Table(
     Column("diameter_mean", Double),
     Column("diameter_median", Double),
     Column("diameter_std", Double),
+    Column("pixel_size_um", Double),
+    Column("pixel_size_source", String(16)),
+    Column("n_border_cells", Integer),
+    Column("cells_per_mm2", Double),
+    *(Column(name, Double) for name in SUMMARY_QUALITY_PX),
+    *(Column(name, Double) for name in SUMMARY_MICROMETRE_COLUMNS),
 )
 
 VIEW_NAMES: tuple[str, ...] = ("latest_segmentations", "cell_metrics", "image_summary")

@@ -35,7 +35,15 @@ from sqlalchemy.exc import IntegrityError
 from cellpipe import __version__
 from cellpipe.db.bulk import cell_columns, insert_cells
 from cellpipe.db.engine import Bind, read_connection, write_transaction
-from cellpipe.db.models import RUN_STATUSES, Image, JSONDocument, Run, Segmentation
+from cellpipe.db.models import (
+    PIXEL_SIZE_SOURCES,
+    RUN_STATUSES,
+    Image,
+    JSONDocument,
+    Run,
+    Segmentation,
+    SegmentationQuality,
+)
 from cellpipe.db.values import canonical, dialect_insert, sha256_hex, utc_now
 
 MAX_ERROR_LENGTH = 10_000
@@ -60,6 +68,15 @@ _UPSERT_SEGMENTATION = text(
     bindparam("stored_at", type_=DateTime(timezone=True)),
 )
 _DELETE_CELLS = text("DELETE FROM cells WHERE segmentation_id = :segmentation_id")
+_DELETE_QUALITY = text("DELETE FROM segmentation_quality WHERE segmentation_id = :segmentation_id")
+#: Columns of ``segmentation_quality`` that :func:`store_segmentation` fills from ``quality``.
+QUALITY_COLUMNS: tuple[str, ...] = tuple(
+    column.name for column in SegmentationQuality.__table__.columns if column.name != "segmentation_id"
+)
+_INSERT_QUALITY = text(
+    f"INSERT INTO segmentation_quality (segmentation_id, {', '.join(QUALITY_COLUMNS)}) "
+    f"VALUES (:segmentation_id, {', '.join(':' + name for name in QUALITY_COLUMNS)})"
+)
 _MARK_SEGMENTED = text("UPDATE images SET status = 'segmented', last_error = NULL WHERE id = :image_id")
 
 
@@ -137,6 +154,35 @@ def register_image(
         return connection.execute(
             select(Image.id).where(Image.content_hash == content_hash)
         ).scalar_one()
+
+
+def record_pixel_size(bind: Bind, image_id: int, pixel_size_um: float | None, source: str | None) -> None:
+    """Record the pixel size ``image_id`` is measured with (None, None: unknown).
+
+    The latest one recorded wins: the batch records it each time it segments the image,
+    so a ``pixel_size`` setting given on a later run replaces what the file said.
+
+    Raises
+    ------
+    ValueError
+        For a size that is not > 0, a source not in ``PIXEL_SIZE_SOURCES``, or a size
+        without a source (or the reverse).
+    LookupError
+        When there is no image ``image_id``.
+    """
+    if (pixel_size_um is None) != (source is None):
+        raise ValueError(f"a pixel size needs its source and a source its size, got {pixel_size_um!r}, {source!r}")
+    if pixel_size_um is not None and not float(pixel_size_um) > 0:
+        raise ValueError(f"pixel size must be > 0 µm, got {pixel_size_um}")
+    if source is not None and source not in PIXEL_SIZE_SOURCES:
+        raise ValueError(f"pixel size source must be one of {PIXEL_SIZE_SOURCES}, got {source!r}")
+    with write_transaction(bind) as connection:
+        result = connection.execute(
+            update(Image).where(Image.id == image_id).values(
+                pixel_size_um=None if pixel_size_um is None else float(pixel_size_um), pixel_size_source=source)
+        )
+        if result.rowcount == 0:
+            raise LookupError(f"no image with id {image_id}")
 
 
 def mark_image_failed(bind: Bind, image_id: int, error: str) -> None:
@@ -303,6 +349,7 @@ def store_segmentation(
     label_uri: str | None = None,
     timings: Mapping[str, float] | None = None,
     chosen: Mapping[str, Any] | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> int:
     """Store the cells found in one image, replacing any earlier result for the same key.
 
@@ -328,6 +375,10 @@ def store_segmentation(
         diameter and resampling factor). Stored in the ``parameters`` document next to
         the requested ``parameters`` but not hashed, so that the key stays that of the
         request and a rerun with the same request finds the result.
+    quality : mapping, optional
+        The image's quality figures in pixels (:func:`cellpipe.quality.image_quality`;
+        keys beyond :data:`QUALITY_COLUMNS` are ignored), stored in
+        ``segmentation_quality``; without it the segmentation has none.
 
     Returns
     -------
@@ -358,6 +409,10 @@ def store_segmentation(
             segmentation_id = connection.execute(_UPSERT_SEGMENTATION, values).scalar_one()
             connection.execute(_DELETE_CELLS, {"segmentation_id": segmentation_id})
             insert_cells(connection, segmentation_id, columns)
+            connection.execute(_DELETE_QUALITY, {"segmentation_id": segmentation_id})
+            if quality is not None:
+                connection.execute(_INSERT_QUALITY, {"segmentation_id": segmentation_id,
+                                                     **_quality_values(quality)})
             connection.execute(_MARK_SEGMENTED, {"image_id": image_id})
     except IntegrityError as error:
         if "foreign key" in str(error.orig).lower():
@@ -367,6 +422,18 @@ def store_segmentation(
             ) from error
         raise
     return segmentation_id
+
+
+def _quality_values(quality: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for name in QUALITY_COLUMNS:
+        value = quality.get(name)
+        values[name] = None if value is None or value != value else value  # NaN: unknown
+    missing = [name for name in ("n_border_cells", "image_area_px", "crossings_x", "crossings_y")
+               if values[name] is None]
+    if missing:
+        raise ValueError(f"quality figures {missing} are missing")
+    return canonical(values)
 
 
 def is_segmented(bind: Bind, image_id: int, model_id: int, param_hash: str) -> bool:
