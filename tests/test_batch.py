@@ -39,7 +39,7 @@ N_SAMPLES = 20
 
 @pytest.fixture(scope="session")
 def samples(tmp_path_factory) -> Path:
-    """Return a folder of synthetic foam/tissue PNGs (ground truth in truth/)."""
+    """Return a folder of synthetic foam/tissue PNGs (ground truth beside it, see truth_path)."""
     from cellpipe.synthetic import write_samples
 
     folder = tmp_path_factory.mktemp("samples")
