@@ -20,6 +20,7 @@ from PIL import Image
 from cellpipe import __version__
 from cellpipe.io import _write_atomically
 from cellpipe.overlay import overlay
+from cellpipe.units import ResolvedPixelSize, micrometre_columns
 
 #: Suffixes of the files written per image ``<stem>``.
 LABELS_SUFFIX = "_labels.tif"
@@ -28,21 +29,37 @@ OVERLAY_SUFFIX = "_overlay.png"
 RECORD_SUFFIX = "_segmentation.json"
 
 
-def labels_tiff_bytes(labels: np.ndarray) -> bytes:
-    """Return ``labels`` as a zlib-compressed uint32 TIFF (0 = wall/background)."""
+def labels_tiff_bytes(labels: np.ndarray, pixel_size_um: float | None = None) -> bytes:
+    """Return ``labels`` as a zlib-compressed uint32 TIFF (0 = wall/background).
+
+    With ``pixel_size_um`` the file carries it twice, so that Fiji, napari and
+    :func:`cellpipe.units.read_pixel_size` open it at scale: as OME-XML
+    ``PhysicalSizeX/Y`` in µm, and as XResolution / YResolution in pixels per
+    centimetre (ResolutionUnit centimetre).
+    """
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} {labels.shape}")
     buffer = io.BytesIO()
-    tifffile.imwrite(buffer, labels.astype(np.uint32), compression="zlib", photometric="minisblack")
+    scale: dict[str, Any] = {}
+    if pixel_size_um is not None:
+        per_cm = 1e4 / pixel_size_um
+        scale = dict(ome=True, resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
+                     metadata={"axes": "YX", "PhysicalSizeX": pixel_size_um, "PhysicalSizeXUnit": "µm",
+                               "PhysicalSizeY": pixel_size_um, "PhysicalSizeYUnit": "µm"})
+    tifffile.imwrite(buffer, labels.astype(np.uint32), compression="zlib", photometric="minisblack", **scale)
     return buffer.getvalue()
 
 
-def cells_csv_bytes(cells: Mapping[str, np.ndarray]) -> bytes:
+def cells_csv_bytes(cells: Mapping[str, np.ndarray], pixel_size_um: float | None = None) -> bytes:
     """Return the per-cell table as UTF-8 CSV: a header of column names, one row per cell.
 
     Floats are written with ``repr`` precision (round-trip exact); booleans as 0/1.
+    With ``pixel_size_um`` the µm columns of :data:`cellpipe.units.MICROMETRE_COLUMNS`
+    (``area_um2``, ``perimeter_um``, ...) follow the pixel ones; without it there are none.
     """
+    if pixel_size_um is not None:
+        cells = {**cells, **micrometre_columns(cells, pixel_size_um)}
     names = list(cells)
     columns = [np.asarray(cells[name]) for name in names]
     columns = [c.astype(np.uint8) if c.dtype == np.bool_ else c for c in columns]
@@ -61,8 +78,9 @@ def overlay_png_bytes(image: np.ndarray, labels: np.ndarray, cells: Mapping[str,
     return buffer.getvalue()
 
 
-def segmentation_record(model_path: str | os.PathLike[str], params, result) -> dict[str, Any]:
-    """Return what ``result`` was made with: the model file, the parameters and the scale.
+def segmentation_record(model_path: str | os.PathLike[str], params, result,
+                        pixel_size: ResolvedPixelSize | None = None) -> dict[str, Any]:
+    """Return what ``result`` was made with: the model file, the parameters, the scale and the pixel size.
 
     Parameters
     ----------
@@ -73,14 +91,19 @@ def segmentation_record(model_path: str | os.PathLike[str], params, result) -> d
     result : cellpipe.pipeline.CellResult
         Its ``scale`` (cell diameter, resampling factor, where the diameter came from)
         and whether the image was inverted.
+    pixel_size : ResolvedPixelSize, optional
+        The pixel size the µm figures use (``{"um": null, ...}`` when unknown).
     """
-    return {
+    record = {
         "cellpipe": __version__,
         "model": str(Path(model_path).resolve()),
         "parameters": params.as_dict(),
         "scale": result.scale.as_dict(),
         "inverted": bool(result.inverted),
     }
+    if pixel_size is not None:
+        record["pixel_size"] = pixel_size.as_dict()
+    return record
 
 
 def record_json_bytes(record: Mapping[str, Any]) -> bytes:
@@ -96,16 +119,18 @@ def result_files(
     *,
     with_overlay: bool = False,
     record: Mapping[str, Any] | None = None,
+    pixel_size_um: float | None = None,
 ) -> dict[str, bytes]:
     """Return ``{file name: bytes}`` of the results of one image called ``stem``.
 
     ``record``, when given, is written as ``<stem>_segmentation.json``: what the results
     were made with (:func:`segmentation_record`), so that a folder
-    of results says how to reproduce it.
+    of results says how to reproduce it. ``pixel_size_um``, when known, goes into the
+    label TIFF (:func:`labels_tiff_bytes`) and adds µm columns to the CSV.
     """
     files = {
-        stem + LABELS_SUFFIX: labels_tiff_bytes(labels),
-        stem + CELLS_SUFFIX: cells_csv_bytes(cells),
+        stem + LABELS_SUFFIX: labels_tiff_bytes(labels, pixel_size_um),
+        stem + CELLS_SUFFIX: cells_csv_bytes(cells, pixel_size_um),
     }
     if with_overlay:
         files[stem + OVERLAY_SUFFIX] = overlay_png_bytes(image, labels, cells)

@@ -108,6 +108,11 @@ class Settings:
         ``cellpipe run`` decode; a larger one is refused before decoding, as a guard
         against decompression bombs (a run records it as failed). Default
         :data:`cellpipe.io.DEFAULT_MAX_PIXELS`; ``--max-pixels`` overrides it.
+    pixel_size : float, optional
+        Side of a pixel in µm, for every image, over what the image's metadata says
+        (``--pixel-size``). ``None`` (default): read per image from its TIFF metadata
+        (:func:`cellpipe.units.read_pixel_size`); unknown when it has none, and then
+        every µm figure of that image is NULL.
     """
 
     db_url: str = ""
@@ -125,8 +130,11 @@ class Settings:
     cache_dir: str = ""
     query_timeout: float = 300.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    pixel_size: float | None = None
 
     def __post_init__(self) -> None:
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(f"cellpipe setting pixel_size={self.pixel_size!r} must be > 0 (µm per pixel)")
         if not self.db_url:
             object.__setattr__(self, "db_url", default_db_url())
         if not self.cache_dir:

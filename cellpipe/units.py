@@ -293,3 +293,35 @@ def _baseline_size(page: tifffile.TiffPage) -> PixelSize | None:
     if page.resolutionunit == tifffile.RESUNIT.INCH and x_per_unit in DEFAULT_DPI and y_per_unit in DEFAULT_DPI:
         return None
     return PixelSize(per_unit / x_per_unit, per_unit / y_per_unit, "tiff")
+
+
+class PixelSizeNotices:
+    """What a batch tells people about pixel sizes: an unknown size once, an unusable one per image.
+
+    Feed :meth:`notice` the name and the ``ResolvedPixelSize.as_dict()`` of every image
+    segmented; it returns the line to show, or None.
+
+    Examples
+    --------
+    >>> notices = PixelSizeNotices()
+    >>> notices.notice("a.png", {"um": None, "source": None, "problem": ""})[:30]
+    'pixel size unknown for a.png ('
+    >>> notices.notice("b.png", {"um": None, "source": None, "problem": ""}) is None
+    True
+    """
+
+    def __init__(self) -> None:
+        self.unknown = 0
+
+    def notice(self, name: str, pixel_size: Mapping[str, object]) -> str | None:
+        """Return the line to show for image ``name`` measured with ``pixel_size``, or None."""
+        if pixel_size.get("um") is not None:
+            return None
+        if pixel_size.get("problem"):
+            return f"pixel size unusable for {name}: {pixel_size['problem']}"
+        self.unknown += 1
+        if self.unknown > 1:
+            return None
+        return (f"pixel size unknown for {name} (no OME, ImageJ, SEM or TIFF resolution metadata, no --pixel-size): "
+                "its µm figures are NULL, as are those of every other such image in this batch (said once); "
+                "give --pixel-size UM or [cellpipe] pixel_size")

@@ -49,6 +49,7 @@ def run_command(
     cell_diameter: Optional[float] = options.CELL_DIAMETER,
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     max_pixels: Optional[int] = options.MAX_PIXELS,
+    pixel_size: Optional[float] = options.PIXEL_SIZE,
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error that ends the run."),
 ) -> None:
@@ -59,20 +60,22 @@ def run_command(
     from cellpipe.tasks.report import luigi_retcodes
     from cellpipe.tasks.runner import BatchRequest, BatchRequestError, run_batch
     from cellpipe.tasks.sources import SourceError, SourceUnreachableError
+    from cellpipe.units import PixelSizeNotices
 
     console = Console(stderr=True)
     try:
         settings = Settings.load({"input": input, "output": output, "db_url": db, "model": model,
                                   "edge_threshold": edge_threshold, "min_area": min_area, "views": views,
                                   "marker_h": marker_h, "merge_threshold": merge_threshold,
-                                  "cell_diameter": cell_diameter, "max_pixels": max_pixels})
+                                  "cell_diameter": cell_diameter, "max_pixels": max_pixels,
+                                  "pixel_size": pixel_size})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,
             retry_failed=retry_failed,
         )
         prepare_storage(settings)
-        with _BatchProgress(console) as progress:
+        with _BatchProgress(console, PixelSizeNotices()) as progress:
             report = run_batch(request, on_event=progress.on_event)
     except (SourceUnreachableError, DatabaseUnreachableError) as error:
         # Storage or database down at the start: a failed night that the next run retries, not a usage error.
@@ -96,7 +99,7 @@ def _print_error(console: Console, error: BaseException, debug: bool) -> None:
 class _BatchProgress:
     """A rich progress bar fed by batch events: images done, failed, throughput."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, pixel_sizes) -> None:
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -106,6 +109,7 @@ class _BatchProgress:
         self.bar = None
         self.started = 0.0
         self.processed = 0
+        self.pixel_sizes = pixel_sizes  # cellpipe.units.PixelSizeNotices
 
     def __enter__(self) -> "_BatchProgress":
         self.progress.start()
@@ -137,6 +141,9 @@ class _BatchProgress:
             self.progress.update(self.bar, advance=1, failed=failed, skipped=skipped, rate=f"{rate:.2f} img/s")
             if event.kind == "failed":
                 self.console.print(f"[red]failed[/red] {event.name}: {event.reason}")
+            notice = self.pixel_sizes.notice(event.name, event.data["pixel_size"]) if "pixel_size" in event.data else None
+            if notice:
+                self.console.print(f"[yellow]{notice}[/yellow]", soft_wrap=True, highlight=False)
         elif event.kind == "changed":
             self.console.print(f"[yellow]not now[/yellow] {event.reason}")
         elif event.kind == "task_error" and not event.data.get("transient"):

@@ -33,16 +33,21 @@ def segment(
     views: Optional[int] = options.VIEWS,
     cell_diameter: Optional[float] = options.CELL_DIAMETER,
     max_pixels: Optional[int] = options.MAX_PIXELS,
+    pixel_size: Optional[float] = options.PIXEL_SIZE,
 ) -> None:
     """Segment images and write, per image, labels (uint32 TIFF, 0 = wall), a per-cell CSV and what was used.
 
     Post-processing flags not given take the model card's tuned values (``cellpipe model
-    tune``); ``<stem>_segmentation.json`` records the model, the parameters and the scale.
+    tune``); ``<stem>_segmentation.json`` records the model, the parameters, the scale
+    and the pixel size. With a known pixel size (``--pixel-size``, else the TIFF's
+    metadata) the CSV has µm columns too and the label TIFF carries the size.
     """
     from cellpipe.io import ImageReadError, read_image
     from cellpipe.pipeline import CellSegmenter
+    from cellpipe.quality import cells_and_quality
     from cellpipe.results import result_files, segmentation_record, write_results
     from cellpipe.settings import Settings
+    from cellpipe.units import PixelSizeNotices, read_pixel_size, resolve_pixel_size
 
     console = Console(stderr=True)
     try:
@@ -50,7 +55,7 @@ def segment(
                                   "min_area": min_area, "views": views, "marker_h": marker_h,
                                   "merge_threshold": merge_threshold, "cell_diameter": cell_diameter,
                                   "invert": None if invert is None else str(invert).lower(),
-                                  "max_pixels": max_pixels})
+                                  "max_pixels": max_pixels, "pixel_size": pixel_size})
         settings.pipeline_params()  # a bad value is a usage error before the model loads
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
@@ -73,6 +78,7 @@ def segment(
         raise typer.Exit(2)
 
     failed = 0
+    notices = PixelSizeNotices()
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -85,9 +91,14 @@ def segment(
                 failed += 1
                 console.print(f"[red]failed[/red] {error}")
             else:
-                record = segmentation_record(segmenter.model_path, segmenter.params, result)
-                files = result_files(path.stem, image, result.labels, result.cells, with_overlay=overlay,
-                                     record=record)
+                size = resolve_pixel_size(read_pixel_size(path), settings.pixel_size)
+                notice = notices.notice(path.name, size.as_dict())
+                if notice:
+                    console.print(f"[yellow]{notice}[/yellow]", soft_wrap=True, highlight=False)
+                cells, _ = cells_and_quality(result.labels, result.cells)
+                record = segmentation_record(segmenter.model_path, segmenter.params, result, size)
+                files = result_files(path.stem, image, result.labels, cells, with_overlay=overlay,
+                                     record=record, pixel_size_um=size.um)
                 write_results(out, files)
                 console.print(f"{path.name}: {result.n_cells} cells → {out / (path.stem + '_cells.csv')}")
             progress.advance(task)

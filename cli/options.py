@@ -19,7 +19,12 @@ VIEWS: Optional[int] = typer.Option(
 CELL_DIAMETER: Optional[float] = typer.Option(
     None, "--cell-diameter", metavar="PX",
     help="Median cell diameter in pixels: images are resampled so their cells match the model's training size. "
-    "Default: estimated per image. (In µm once the image's pixel size is read: issue 15.)",
+    "Default: estimated per image.",
+)
+PIXEL_SIZE: Optional[float] = typer.Option(
+    None, "--pixel-size", metavar="UM",
+    help="Side of a pixel in µm, for every image, over its TIFF metadata (OME, ImageJ, SEM, resolution tags). "
+    "Default: \\[cellpipe] pixel_size, else read per image; unknown: µm figures are empty (NULL).",
 )
 MAX_PIXELS: Optional[int] = typer.Option(
     None, "--max-pixels", metavar="N", min=1,

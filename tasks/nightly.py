@@ -133,8 +133,10 @@ def _report_outcome(task: ProcessImage) -> None:
     outcome = getattr(task, "outcome", None)
     if outcome is not None:
         context = current()
+        pixel_size = {"pixel_size": outcome.pixel_size.as_dict()} if outcome.pixel_size is not None else {}
         context.emit(BatchEvent(outcome.status, context.worker, outcome.ref.name, outcome.ref.content_hash,
-                                outcome.n_cells, outcome.seconds, outcome.reason, dict(outcome.timings)))
+                                outcome.n_cells, outcome.seconds, outcome.reason, dict(outcome.timings),
+                                data=pixel_size))
 
 
 @ProcessImage.event_handler(luigi.Event.FAILURE)

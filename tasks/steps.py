@@ -32,15 +32,18 @@ from cellpipe.db import (
     is_segmented,
     mark_image_failed,
     parameter_hash,
+    record_pixel_size,
     register_image,
     release_claim,
     store_segmentation,
 )
 from cellpipe.io import ImageReadError, image_info, read_image
+from cellpipe.quality import cells_and_quality
 from cellpipe.results import result_files
 from cellpipe.tasks.context import BatchContext
 from cellpipe.tasks.retry import is_transient, retrying
 from cellpipe.tasks.sources import ImageRef, read_source
+from cellpipe.units import ResolvedPixelSize, read_pixel_size, resolve_pixel_size
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ class ImageOutcome:
     seconds : float
         Wall time of the whole step.
     timings : dict of str to float
-        Seconds per stage: ``read``, the pipeline's ``contrast``, ``predict``,
-        ``segment``, ``measure``, and ``write`` (result files).
+        Seconds per stage: ``read``, ``pixel_size`` (reading it from the metadata), the
+        pipeline's ``contrast``, ``predict``, ``segment``, ``measure``, then ``quality``
+        (Feret diameters and the image's quality figures) and ``write`` (result files).
+    pixel_size : ResolvedPixelSize or None
+        The pixel size the image was measured with (None when it was not read).
     """
 
     ref: ImageRef
@@ -70,6 +76,7 @@ class ImageOutcome:
     reason: str = ""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    pixel_size: ResolvedPixelSize | None = None
 
 
 def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
@@ -111,7 +118,11 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
         return _failed(engine, ref, _register(engine, ref), str(error), started)
     info = image_info(image)
     timings["read"] = time.perf_counter() - started
+    read_size = time.perf_counter()
+    pixel_size = resolve_pixel_size(read_pixel_size(data), context.settings.pixel_size)
+    timings["pixel_size"] = time.perf_counter() - read_size
     image_id = _register(engine, ref, bit_depth=info.bit_depth, width=info.width, height=info.height)
+    retrying(record_pixel_size)(engine, image_id, pixel_size.um, pixel_size.source)
     key = (image_id, model_id, parameter_hash(parameters))
     # Claimed before the check, released once stored: whoever stores first is seen by the other.
     # A task that raises keeps its claim; this process takes it again when the task is retried.
@@ -133,18 +144,21 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
         retrying(release_claim)(engine, *key)
         return outcome
     timings.update(result.timings)
+    measured = time.perf_counter()
+    cells, quality = cells_and_quality(result.labels, result.cells)
+    timings["quality"] = time.perf_counter() - measured
 
     written = time.perf_counter()
-    label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, result.cells,
-                                                                          with_overlay=True))
+    label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, cells,
+                                                                   with_overlay=True, pixel_size_um=pixel_size.um))
     timings["write"] = time.perf_counter() - written
     # The scale is stored with the result but is not part of its key: the key is what was asked for.
-    retrying(store_segmentation)(engine, image_id, model_id, parameters, result.cells,
+    retrying(store_segmentation)(engine, image_id, model_id, parameters, cells,
                                  run_id=context.run_id, label_uri=label_uri, timings=timings,
-                                 chosen={"scale": result.scale.as_dict()})
+                                 chosen={"scale": result.scale.as_dict()}, quality=quality)
     retrying(release_claim)(engine, *key)
     return ImageOutcome(ref, "stored", n_cells=result.n_cells, seconds=time.perf_counter() - started,
-                        timings=timings)
+                        timings=timings, pixel_size=pixel_size)
 
 
 def _register(engine, ref: ImageRef, **info: int) -> int:
