@@ -16,7 +16,8 @@ on
 
 - synthetic foam, tissue and nuclei with median diameters from 10 to 150 px (seeds 7000+,
   never used for training or tuning), and
-- the held-out (``test``) items of every real source at 0.5x, 1x and 2x,
+- the held-out (``test``) items of every real source at 0.5x, 1x and 2x (``--split val``:
+  the validation items, on which a search is chosen),
 
 and prints, per search, the share of images whose estimate is within 15 % of the true
 median diameter, the median absolute error, network passes and seconds per image.
@@ -59,15 +60,15 @@ def synthetic_items() -> list[tuple[str, np.ndarray, float]]:
     return items
 
 
-def real_items(shared: Path) -> list[tuple[str, np.ndarray, float]]:
-    """Return ``(name, image, true median diameter)`` of every real source's test items at 0.5x, 1x, 2x."""
+def real_items(shared: Path, split: str = "test") -> list[tuple[str, np.ndarray, float]]:
+    """Return ``(name, image, true median diameter)`` of every real source's ``split`` items at 0.5x, 1x, 2x."""
     from cellpipe.unet.mix import default_sources
 
     items = []
     for source in default_sources(shared):
         if source.layout == "synthetic":
             continue
-        for item in accuracy_sources.read_items(source, "test"):
+        for item in accuracy_sources.read_items(source, split):
             for factor in accuracy_sources.SCALES:
                 copy = accuracy_sources.scaled(item, factor)
                 items.append((f"{source.name}/{copy.name}", copy.image, median_diameter(copy.truth)))
@@ -78,13 +79,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="real items scored: val (to choose a search) or test (to report it)")
     parser.add_argument("--only", choices=("ladder", "probes"), default=None, help="run one search only")
     args = parser.parse_args(argv)
 
     from cellpipe.pipeline import CellSegmenter
 
     segmenter = CellSegmenter(args.model)
-    groups = {"synthetic 10-150 px": synthetic_items(), "real held-out, 0.5x/1x/2x": real_items(args.shared)}
+    groups = {"synthetic 10-150 px": synthetic_items(), f"real {args.split}, 0.5x/1x/2x": real_items(args.shared, args.split)}
     print(f"{'images':<28}{'search':>14}{'n':>5}{'within 15%':>12}{'median |err|':>14}{'passes':>8}{'s/img':>8}")
     for group, items in groups.items():
         for search, probes in (("probes", ()), ("probes", (0.5,)), ("ladder", ())):
