@@ -147,6 +147,30 @@ def matching_sweep(
     return tuple(_match(iou, n_true, n_pred, t) for t in thresholds)
 
 
+def best_iou(truth_labels: np.ndarray, pred_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return each predicted cell's label and its largest IoU with any true cell (0 when it overlaps none).
+
+    A predicted cell is "correct" at IoU >= 0.5 exactly when it is matched by
+    :func:`matching` at 0.5 (above one half, a cell overlaps at most one other that much).
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 1, 1, 0, 0]])
+    >>> pred = np.array([[1, 1, 1, 0, 0, 2]])
+    >>> best_iou(truth, pred)
+    (array([1, 2]), array([0.75, 0.  ]))
+    """
+    truth_labels, pred_labels = _check_pair(truth_labels, pred_labels)
+    values, dense = np.unique(pred_labels, return_inverse=True)
+    dense = dense.reshape(pred_labels.shape) + int(values[0] != 0) if values.size else pred_labels
+    cells = values[values != 0]
+    iou, _, _ = _iou_table(truth_labels, dense)
+    best = np.zeros(cells.size)
+    if iou.nnz:
+        np.maximum.at(best, iou.col, iou.data)
+    return cells, best
+
+
 # --- object matching ---------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cellpipe.confidence import Calibration, cell_confidence
 from cellpipe.measure import regionprops_table
 from cellpipe.unet.targets import BACKGROUND, boundary_probability
 from cellpipe.scale import (
@@ -155,14 +156,16 @@ class CellResult:
     labels : ndarray of int32
         0 on walls and background, 1..N one label per cell.
     cells : dict of str to ndarray
-        Per-cell statistics, :func:`cellpipe.measure.regionprops_table` columns.
+        Per-cell statistics, :func:`cellpipe.measure.regionprops_table` columns, and
+        ``confidence`` (:func:`cellpipe.confidence.cell_confidence`, calibrated by the
+        model card's ``confidence`` where it has one).
     edge_probability : ndarray of float32
         The U-Net output, 1 on cell walls.
     inverted : bool
         Whether the image was inverted before prediction.
     timings : dict of str to float
         Seconds spent in each stage: ``contrast``, ``predict`` (every network pass, the
-        scale estimate's included), ``segment``, ``measure``.
+        scale estimate's included), ``segment``, ``measure``, ``confidence``.
     scale : cellpipe.scale.ScaleChoice
         The cell diameter and resampling factor the image was segmented at.
     background : ndarray of bool or None
@@ -270,6 +273,11 @@ class CellSegmenter:
         started = time.perf_counter()
         cells = regionprops_table(prediction.labels, intensity_image=np.asarray(image))
         prediction.timings["measure"] = _lap(started)
+        started = time.perf_counter()
+        cells["confidence"] = cell_confidence(prediction.labels, prediction.edge_probability, cells["label"],
+                                              background=prediction.background,
+                                              calibration=Calibration.from_card(self.card.confidence))
+        prediction.timings["confidence"] = _lap(started)
         return CellResult(prediction.labels, cells, prediction.edge_probability, prediction.inverted,
                           prediction.timings, prediction.scale, prediction.background)
 

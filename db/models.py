@@ -91,12 +91,13 @@ CELL_STATISTICS: dict[str, str] = {
     "touches_border": "touches_border",
     "feret_diameter_max": "feret_diameter_max",
     "feret_diameter_min": "feret_diameter_min",
+    "confidence": "confidence",
 }
 
 #: Statistics a segmentation may lack (stored as NULL): intensity needs an intensity image.
 OPTIONAL_CELL_STATISTICS = frozenset(
     {"intensity_mean", "intensity_min", "intensity_max", "touches_border", "feret_diameter_max",
-     "feret_diameter_min"}
+     "feret_diameter_min", "confidence"}
 )
 
 
@@ -291,6 +292,8 @@ class Cell(Base):
     touches_border: Mapped[bool | None] = mapped_column(Boolean)
     feret_diameter_max: Mapped[float | None] = mapped_column(Double, comment="largest caliper, px")
     feret_diameter_min: Mapped[float | None] = mapped_column(Double, comment="smallest caliper (width), px")
+    confidence: Mapped[float | None] = mapped_column(
+        Double, comment="0-1, how sure the model was of the cell (cellpipe.confidence)")
 
 
 class SegmentationQuality(Base):

@@ -26,6 +26,11 @@ the quality figures of ``segmentation_quality`` (:mod:`cellpipe.quality`) in px 
 Its main size percentiles ``d10`` / ``d50`` / ``d90`` leave out the cells that touch
 the image border (cut, so they look smaller); ``d10_all``... include them, as do
 ``area_mean`` and the other statistics of every cell.
+
+Since migration 0007 ``cell_metrics`` ends with each cell's ``confidence`` (0-1,
+:mod:`cellpipe.confidence`) and ``image_summary`` with ``mean_confidence`` and
+``low_confidence_cells`` (below ``cellpipe.confidence.LOW_CONFIDENCE``, 0.5); all NULL
+for cells stored without a confidence.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ cell_metrics = Table(
     Column("feret_diameter_min", Double),
     Column("pixel_size_um", Double),
     *(Column(name, Double) for name in CELL_MICROMETRE_COLUMNS),
+    Column("confidence", Double),
 )
 
 image_summary = Table(
@@ -124,6 +130,8 @@ image_summary = Table(
     Column("cells_per_mm2", Double),
     *(Column(name, Double) for name in SUMMARY_QUALITY_PX),
     *(Column(name, Double) for name in SUMMARY_MICROMETRE_COLUMNS),
+    Column("mean_confidence", Double),
+    Column("low_confidence_cells", Integer),
 )
 
 VIEW_NAMES: tuple[str, ...] = ("latest_segmentations", "cell_metrics", "image_summary")

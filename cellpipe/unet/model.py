@@ -280,6 +280,11 @@ class ModelCard:
         overrides each. Empty: the library's defaults.
     postprocessing_tuned_on : dict
         What ``postprocessing`` was chosen on: folders, images, scores, grid, command.
+    confidence : dict
+        Calibration of the per-cell confidence (:class:`cellpipe.confidence.Calibration`:
+        ``features``, ``coefficients``, ``intercept``) with the ROC AUC it reached per
+        held-out source (``roc_auc``) and what it was fitted on, written by
+        ``benchmarks/bench_confidence.py --write``. Empty: an uncalibrated score.
     training : dict
         Training data, held-out ids, exact command, steps, epochs, wall time, seed, ...
     metrics : dict
@@ -299,6 +304,7 @@ class ModelCard:
     scale: dict[str, Any] = field(default_factory=dict)
     postprocessing: dict[str, Any] = field(default_factory=dict)
     postprocessing_tuned_on: dict[str, Any] = field(default_factory=dict)
+    confidence: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
