@@ -7,7 +7,8 @@ database), and prints:
 - wall time of the command and images per second, model loading included,
 - steady-state throughput, from the times the segmentations were stored,
 - mean, median and share of each stage per image, from the timings stored with every
-  segmentation (read, contrast, predict, segment, measure, write).
+  segmentation (read, pixel_size, contrast, predict, segment, measure, quality, write),
+  and the share of the µm figures (pixel_size + quality: Feret diameters, chords, walls).
 
 Usage::
 
@@ -34,7 +35,9 @@ from cellpipe.synthetic import TRUTH_FOLDER, write_samples
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 6, 1)
-STAGES = ("read", "contrast", "predict", "segment", "measure", "write")
+STAGES = ("read", "pixel_size", "contrast", "predict", "segment", "measure", "quality", "write")
+#: The stages that physical units and quality figures add (issue 15: under 5 % of the image's time).
+UNIT_STAGES = ("pixel_size", "quality")
 
 
 def main() -> int:
@@ -99,6 +102,9 @@ def report(db_url: str, summary: dict, wall: float, args) -> None:
               f"{sum(values) / total:>8.1%}")
     print(f"{'total':<10}{statistics.mean(per_image) * 1000:>10.1f}{statistics.median(per_image) * 1000:>11.1f}")
     print("(store, the database transaction, is not in the stored timings; it is the rest of the steady-state time)")
+    units = [sum(t.get(stage, 0.0) for stage in UNIT_STAGES) for t in timings]
+    print(f"µm figures (pixel size read + Feret + quality): {statistics.mean(units) * 1000:.1f} ms/image, "
+          f"{100 * sum(units) / sum(per_image):.2f} % of the per-image time")
 
 
 if __name__ == "__main__":

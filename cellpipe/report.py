@@ -27,6 +27,7 @@ import numpy as np
 
 from cellpipe import __version__
 from cellpipe.io import read_image, read_labels_tiff
+from cellpipe.report_quality import quality_table, quality_trends_table
 from cellpipe.report_figures import (
     DEFAULT_MAX_SIDE,
     cell_count_plot,
@@ -111,6 +112,8 @@ def write_report(
         _header(data, images, segmented),
         _plots(out_dir, segmented, data.get("trends", [])),
         _summary_table(images),
+        quality_table(images, _image_name, _anchor),
+        quality_trends_table(data.get("trends", [])),
         _models_section(data.get("models", []), data.get("parameters", []), data.get("runs", [])),
         _duplicates_section(data.get("runs", [])),
         "<h2>Images</h2>",

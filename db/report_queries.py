@@ -96,6 +96,16 @@ def report_data(
         }
 
 
+#: ``image_summary`` quality columns each image of the report carries.
+QUALITY_REPORT_COLUMNS = (
+    "pixel_size_um", "pixel_size_source", "cells_per_mm2", "mean_chord_x_px", "mean_chord_x_um", "mean_chord_y_px",
+    "mean_chord_y_um", "anisotropy", "apparent_cell_size_px", "apparent_cell_size_um", "wall_fraction",
+    "mean_wall_thickness_px", "mean_wall_thickness_um", "d10_px", "d10_um", "d50_px", "d50_um", "d90_px", "d90_um",
+)
+#: Quality columns averaged over the images of each batch date (NULLs, unknown sizes, left out).
+QUALITY_TREND_COLUMNS = ("cells_per_mm2", "apparent_cell_size_um", "d50_um", "anisotropy", "wall_fraction")
+
+
 def _images(connection, condition) -> list[dict[str, Any]]:
     summary = image_summary.c
     statement = (
@@ -104,7 +114,7 @@ def _images(connection, condition) -> list[dict[str, Any]]:
                summary.model_version, summary.segmentation_id, summary.param_hash, summary.run_id,
                summary.stored_at, summary.n_cells, summary.area_mean, summary.area_median,
                summary.diameter_mean, summary.diameter_median, Segmentation.label_uri,
-               Segmentation.parameters)
+               Segmentation.parameters, *(summary[name] for name in QUALITY_REPORT_COLUMNS))
         .select_from(image_summary.outerjoin(Segmentation, Segmentation.id == summary.segmentation_id))
         .where(condition)
         .order_by(summary.source_uri, summary.image_id, summary.model_name, summary.model_version)
@@ -142,7 +152,9 @@ def _trends(connection, last_date: dt.date, n_dates: int) -> list[dict[str, Any]
                func.sum(case((summary.status == "failed", 1), else_=0)).label("n_failed"),
                cells.label("n_cells"),
                (func.sum(summary.area_mean * summary.n_cells) / func.nullif(cells, 0)).label("area_mean"),
-               (func.sum(summary.diameter_mean * summary.n_cells) / func.nullif(cells, 0)).label("diameter_mean"))
+               (func.sum(summary.diameter_mean * summary.n_cells) / func.nullif(cells, 0)).label("diameter_mean"),
+               func.count(summary.pixel_size_um).label("n_calibrated"),
+               *(func.avg(summary[name]).label(name) for name in QUALITY_TREND_COLUMNS))
         .where(summary.batch_date >= min(dates), summary.batch_date <= last_date)
         .group_by(summary.batch_date, summary.model_name, summary.model_version)
         .order_by(summary.batch_date, summary.model_name, summary.model_version)

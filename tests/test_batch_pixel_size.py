@@ -149,3 +149,25 @@ def test_non_square_pixels_are_unknown_and_said_for_that_image(tmp_path, tiny_mo
     row = summary(tmp_path)["skewed.tif"]
     assert row["pixel_size_um"] is None and row["cells_per_mm2"] is None
     assert "pixel size unusable for 2024-06-01/skewed.tif" in result.output and "not square" in result.output
+
+
+def test_report_and_export_carry_the_figures_in_micrometres(tmp_path, tiny_model):
+    folder = tmp_path / "input" / DAY.isoformat()
+    write_grid(folder / "ome.tif", "ome", 0.5)
+    write_grid(folder / "plain.png", "none", 1.0, seed=1)
+    assert run(tmp_path, tiny_model).exit_code == 0
+    row = summary(tmp_path)["ome.tif"]
+    db = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    report = CliRunner().invoke(app, ["report", "--date", DAY.isoformat(), "--db", db, "--out", str(tmp_path / "r")])
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "<h2>Quality</h2>" in page and "<h2>Quality by batch date</h2>" in page
+    assert "0.5 µm (ome)" in page and f"{row['cells_per_mm2']:.4g}</td>" in page
+    assert f"{row['mean_chord_x_um']:.4g} µm" in page
+    assert f"{summary(tmp_path)['plain.png']['mean_chord_x_px']:.4g} px" in page  # no size: shown in px
+    out = tmp_path / "images.csv"
+    export = CliRunner().invoke(app, ["export", "images", "--db", db, "--out", str(out)])
+    assert export.exit_code == 0, export.output
+    header = out.read_text().splitlines()[0].split(",")
+    assert {"pixel_size_um", "cells_per_mm2", "mean_chord_x_um", "anisotropy", "apparent_cell_size_um",
+            "d50_um", "d50_all_um", "mean_wall_thickness_um"} <= set(header)
