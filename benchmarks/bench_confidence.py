@@ -7,7 +7,13 @@ measured and the cell is "correct" when it matches a true cell with IoU >= 0.5. 
 logistic :class:`~cellpipe.confidence.Calibration` is fitted on the val cells of all
 sources together; the script prints, per test source, the cells, the share correct and
 the ROC AUC of the calibrated and of the uncalibrated confidence (correct above wrong).
-No choice is made on a test image.
+
+Which features it weighs, and whether each source weighs the same in the fit (else
+each cell does, and the synthetic sources with their thousands of easy cells decide),
+is chosen on val alone (:data:`CANDIDATES`): by the worst ROC AUC over val sources, each
+scored by a calibration fitted on the other sources' val cells (leave one source out).
+The criterion is the worst source because the calibration must rank well on every kind
+of image. No choice is made on a test image.
 
     .venv/bin/python benchmarks/bench_confidence.py --model generalist [--write] [--json out.json]
 
@@ -33,6 +39,8 @@ import numpy as np  # noqa: E402
 
 from cellpipe.confidence import (  # noqa: E402
     FEATURES,
+    PROBABILITY_FEATURES,
+    Calibration,
     cell_features,
     correct_cells,
     fit_calibration,
@@ -44,6 +52,13 @@ from cellpipe.pipeline import CellSegmenter  # noqa: E402
 from cellpipe.unet.mix import default_sources, scored_items  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+#: (features, each source weighs the same) pairs the calibration is chosen among.
+CANDIDATES = (
+    (FEATURES, False),
+    (FEATURES, True),
+    (PROBABILITY_FEATURES, False),
+    (PROBABILITY_FEATURES, True),
+)
 
 
 def source_cells(segmenter, source, split: str) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
@@ -60,6 +75,25 @@ def source_cells(segmenter, source, split: str) -> tuple[dict[str, np.ndarray], 
         names.append(name)
     return ({name: np.concatenate(values) if values else np.zeros(0) for name, values in columns.items()},
             np.concatenate(correct) if correct else np.zeros(0, bool), names)
+
+
+def fitted(groups: dict, names: Sequence[str], balanced: bool) -> Calibration:
+    """Return the calibration on ``names`` fitted on the cells of every group (source) of ``groups``."""
+    features = {name: np.concatenate([groups[g][0][name] for g in groups]) for name in names}
+    correct = np.concatenate([groups[g][1] for g in groups])
+    weights = (np.concatenate([np.full(len(groups[g][1]), 1.0 / len(groups[g][1])) for g in groups])
+               if balanced else None)
+    return fit_calibration(features, correct, names=names, weights=weights)
+
+
+def left_out_auc(val: dict, names: Sequence[str], balanced: bool) -> dict[str, float]:
+    """Return each val source's ROC AUC under a calibration fitted on the other sources' val cells."""
+    scores = {}
+    for held in val:
+        rest = {g: val[g] for g in val if g != held and len(val[g][1])}
+        features, correct, _ = val[held]
+        scores[held] = roc_auc(fitted(rest, names, balanced)(features), correct)
+    return scores
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -81,9 +115,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{source.name}: {len(val[source.name][1])} val cells, {len(test[source.name][1])} test cells "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
 
-    pooled = {name: np.concatenate([val[s][0][name] for s in val]) for name in FEATURES}
-    calibration = fit_calibration(pooled, np.concatenate([val[s][1] for s in val]))
-    print("calibration:", json.dumps(calibration.as_card()))
+    val = {name: cells for name, cells in val.items() if len(cells[1])}
+    choices = []
+    for names, balanced in CANDIDATES:
+        scores = left_out_auc(val, names, balanced)
+        worst = min((v for v in scores.values() if v == v), default=float("nan"))
+        print(f"candidate {','.join(names)} {'per source' if balanced else 'per cell'}: "
+              f"worst left-out val AUC {worst:.3f} ({', '.join(f'{g} {v:.3f}' for g, v in scores.items())})")
+        choices.append((worst, names, balanced, scores))
+    worst, names, balanced, left_out = max(choices, key=lambda choice: choice[0])
+    calibration = fitted(val, names, balanced)
+    print("calibration:", json.dumps(calibration.as_card()), "weighted per source" if balanced else "per cell")
     header = f"{'test source':<18} {'cells':>6} {'correct':>8} {'AUC':>6} {'AUC uncal.':>10} {'mean conf.':>10}"
     print(header)
     rows = {}
@@ -102,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                  for name, row in rows.items()},
         "fitted_on": {name: {"items": list(items), "cells": int(correct.size)}
                       for name, (_, correct, items) in val.items()},
+        "weighting": "each source the same" if balanced else "each cell the same",
+        "chosen_by": {"criterion": "worst val source's ROC AUC, calibration fitted on the other sources",
+                      "left_out_val_auc": {g: round(v, 4) for g, v in left_out.items()}},
         "correct_iou": 0.5,
         "command": "python benchmarks/bench_confidence.py " + shlex.join(sys.argv[1:] if argv is None else argv),
     }

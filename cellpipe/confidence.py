@@ -54,6 +54,7 @@ from cellpipe.shipped import model_file
 __all__ = [
     "FEATURES",
     "LOW_CONFIDENCE",
+    "PROBABILITY_FEATURES",
     "RING_WIDTH",
     "Calibration",
     "cell_confidence",
@@ -240,6 +241,7 @@ def fit_calibration(
     correct: np.ndarray,
     *,
     names: Sequence[str] = FEATURES,
+    weights: np.ndarray | None = None,
     l2: float = 1e-3,
 ) -> Calibration:
     """Return the logistic :class:`Calibration` of ``correct`` on ``features`` (maximum likelihood).
@@ -255,6 +257,9 @@ def fit_calibration(
         Whether each cell matches a true cell (IoU >= 0.5).
     names : sequence of str
         The features to use.
+    weights : ndarray of float, optional
+        Weight of each cell in the likelihood (e.g. one over its source's cell count,
+        so that a source with many cells does not decide alone). Default: 1 each.
     l2 : float
         Ridge penalty per cell on the standardised weights.
     """
@@ -262,21 +267,23 @@ def fit_calibration(
     x = np.column_stack([np.asarray(features[name], dtype=np.float64) for name in names])
     if len(correct) != len(x) or np.unique(correct).size < 2:
         raise ValueError("calibration needs correct and wrong cells, one flag per cell")
+    cell_weights = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+    cell_weights = cell_weights * (len(x) / cell_weights.sum())
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
     design = np.column_stack([np.ones(len(x)), (x - mean) / scale])
     penalty = l2 * len(x) * np.diag([0.0] + [1.0] * len(names))
-    weights = np.zeros(design.shape[1])
+    beta = np.zeros(design.shape[1])
     for _ in range(100):
-        probability = 0.5 * (1.0 + np.tanh(0.5 * design @ weights))
-        gradient = design.T @ (probability - correct) + penalty @ weights
-        hessian = (design * (probability * (1 - probability))[:, None]).T @ design + penalty
-        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(weights)), gradient)
-        weights -= step
+        probability = 0.5 * (1.0 + np.tanh(0.5 * design @ beta))
+        gradient = design.T @ (cell_weights * (probability - correct)) + penalty @ beta
+        hessian = (design * (cell_weights * probability * (1 - probability))[:, None]).T @ design + penalty
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(beta)), gradient)
+        beta -= step
         if np.max(np.abs(step)) < 1e-9:
             break
-    coefficients = weights[1:] / scale
-    intercept = weights[0] - float(np.sum(coefficients * mean))
+    coefficients = beta[1:] / scale
+    intercept = beta[0] - float(np.sum(coefficients * mean))
     return Calibration(tuple(names), tuple(float(c) for c in coefficients), float(intercept))
 
 
