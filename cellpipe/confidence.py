@@ -43,7 +43,6 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy.stats import rankdata
 
 from cellpipe.agglomerate import boundary_statistics
 from cellpipe.io import _write_atomically
@@ -299,7 +298,10 @@ def roc_auc(scores: np.ndarray, correct: np.ndarray) -> float:
     n_correct, n_wrong = int(correct.sum()), int((~correct).sum())
     if n_correct == 0 or n_wrong == 0:
         return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    # Average ranks (1-based; tied scores share the mean of their ranks), as scipy.stats.rankdata.
+    _, tie_group, counts = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)
+    ranks = ((last - counts + 1 + last) / 2.0)[tie_group.ravel()]
     return float((ranks[correct].sum() - n_correct * (n_correct + 1) / 2) / (n_correct * n_wrong))
 
 

@@ -172,6 +172,7 @@ def labels_to_shapes(
     *,
     label: str = DEFAULT_CELL_LABEL,
     tolerance: float = DEFAULT_TOLERANCE,
+    descriptions: Mapping[int, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Return one Labelme polygon per cell of a label image.
 
@@ -186,6 +187,9 @@ def labels_to_shapes(
         values give fewer vertices to edit. Default :data:`DEFAULT_TOLERANCE`; never
         more than :data:`SMALL_CELL_TOLERANCE` times the cell's diameter, so that small
         cells keep their shape. 0 keeps every corner of the pixel outline (exact).
+    descriptions : mapping of int to str, optional
+        The ``description`` of each cell's shapes (Labelme shows it beside the shape),
+        by cell value, e.g. why the cell should be checked; cells not in it get "".
 
     Returns
     -------
@@ -209,7 +213,9 @@ def labels_to_shapes(
                 continue
             rows = outline[:, 0] + region.bbox[0] - 1 + 0.5  # -1: padding; +0.5: canvas coordinates
             cols = outline[:, 1] + region.bbox[1] - 1 + 0.5
-            shapes.append(_polygon(label, np.column_stack([cols, rows]), region.label if n_pieces > 1 else None))
+            shape = _polygon(label, np.column_stack([cols, rows]), region.label if n_pieces > 1 else None)
+            shape["description"] = (descriptions or {}).get(int(region.label), "")
+            shapes.append(shape)
     return shapes
 
 

@@ -9,6 +9,7 @@ Command groups live in their own modules and are registered here:
 - ``cellpipe model …``                         train, list, promote, deploy models
 - ``cellpipe label …`` / ``dataset …``         training data conversion and checks
 - ``cellpipe synth``                           synthetic sample images
+- ``cellpipe review``                          the least confident images of a batch, as Labelme files
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def _register_commands() -> None:
         commands_label,
         commands_model,
         commands_retrain,
+        commands_review,
         commands_run,
         commands_segment,
     )
