@@ -28,6 +28,7 @@ import numpy as np
 from cellpipe import __version__
 from cellpipe.io import read_image, read_labels_tiff
 from cellpipe.report_quality import quality_table, quality_trends_table
+from cellpipe.report_review import review_table
 from cellpipe.report_figures import (
     DEFAULT_MAX_SIDE,
     cell_count_plot,
@@ -94,7 +95,9 @@ def write_report(
         ``last_error``, ``model_name``, ``model_version``, ``param_hash``,
         ``segmentation_id``, ``n_cells``, ``area_mean``, ``diameter_mean`` and ``cells``
         (arrays ``label``, ``centroid-0``, ``centroid-1``, ``area``,
-        ``equivalent_diameter_area``); missing keys show as blanks. A run's
+        ``equivalent_diameter_area``); missing keys show as blanks. Images with a
+        ``mean_confidence`` (and ``low_confidence_cells``) are listed, least confident
+        first, in the "to review" section. A run's
         ``summary["duplicates"]`` (``name``, ``duplicate_of``) are listed as duplicate files.
     max_overlays : int
         Images beyond this many are listed without an overlay.
@@ -112,6 +115,7 @@ def write_report(
         _header(data, images, segmented),
         _plots(out_dir, segmented, data.get("trends", [])),
         _summary_table(images),
+        review_table(images, _image_name, _anchor, batch_date=data.get("selection", {}).get("batch_date")),
         quality_table(images, _image_name, _anchor),
         quality_trends_table(data.get("trends", [])),
         _models_section(data.get("models", []), data.get("parameters", []), data.get("runs", [])),

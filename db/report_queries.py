@@ -114,7 +114,8 @@ def _images(connection, condition) -> list[dict[str, Any]]:
                summary.model_version, summary.segmentation_id, summary.param_hash, summary.run_id,
                summary.stored_at, summary.n_cells, summary.area_mean, summary.area_median,
                summary.diameter_mean, summary.diameter_median, Segmentation.label_uri,
-               Segmentation.parameters, *(summary[name] for name in QUALITY_REPORT_COLUMNS))
+               Segmentation.parameters, *(summary[name] for name in QUALITY_REPORT_COLUMNS),
+               summary.mean_confidence, summary.low_confidence_cells)
         .select_from(image_summary.outerjoin(Segmentation, Segmentation.id == summary.segmentation_id))
         .where(condition)
         .order_by(summary.source_uri, summary.image_id, summary.model_name, summary.model_version)
