@@ -55,6 +55,7 @@ def _register_commands() -> None:
         commands_azure_ml,
         commands_db,
         commands_evaluate,
+        commands_finetune,
         commands_images,
         commands_label,
         commands_model,
