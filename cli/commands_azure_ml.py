@@ -9,7 +9,7 @@ makes no network call. ``--sdk v1`` uses azureml-core (ACI), ``--sdk v2`` azure-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -217,6 +217,17 @@ def list_command(
 def promote_command(
     model: str = typer.Argument(..., help="NAME:VERSION of a registered model."),
     db: Optional[str] = typer.Option(None, "--db", help="Database URL. Default: CELLPIPE_DB_URL, [cellpipe] db_url."),
+    corrections: Optional[Path] = typer.Option(
+        None, "--corrections", exists=True, file_okay=False,
+        help="Held-out corrected Labelme files to compare on. Default: those the candidate's card names "
+        "(cellpipe model finetune)."),
+    shared: Path = typer.Option(Path("../shared/data"), "--shared",
+                                help="Folder of the shipped validation sources (isbi2012/, nuclei/)."),
+    sources: Optional[List[str]] = typer.Option(None, "--source", help="Compare on this validation source only "
+                                                "(repeatable). Default: every one."),
+    tolerance: float = typer.Option(0.02, "--tolerance", min=0.0,
+                                    help="Largest drop of (F1@0.5 + V_rand) / 2 allowed on any set."),
+    force: bool = typer.Option(False, "--force", help="Promote even when worse or not comparable (recorded)."),
     sdk: str = typer.Option("v1", "--sdk", help=SDK_HELP),
     dry_run: Optional[Path] = typer.Option(None, "--dry-run", help=DRY_RUN_HELP),
     workspace_config: Optional[Path] = WorkspaceConfig,
@@ -224,13 +235,17 @@ def promote_command(
     resource_group: str = ResourceGroup,
     workspace: str = WorkspaceName,
 ) -> None:
-    """Make NAME:VERSION the model the nightly batch uses.
+    """Make NAME:VERSION the model the nightly batch uses, only if it is not worse than the current one.
 
     In the database's models table (what `cellpipe run` reads when no --model is set)
     when the model is there, and in the Azure ML workspace (tag cellpipe-default) when a
-    workspace is given.
+    workspace is given. Before a model of the database replaces its default (or the
+    shipped default), both are scored on the held-out corrections and the shipped
+    validation sets; a drop beyond --tolerance on any of them refuses the promotion
+    (exit 1) unless --force, which is recorded in the models table and the card.
     """
     from cellpipe.azure.ml import open_backend, parse_model_ref
+    from cellpipe.promotion import PromotionRefused
 
     in_azure = bool(workspace_config or subscription_id or workspace)
     try:
@@ -240,7 +255,9 @@ def promote_command(
             raise ValueError(f"give the version to promote: {chosen.name}:VERSION")
         if dry_run is not None:
             return _request_dry_run(dry_run, sdk, ref, "promote_model", model=str(chosen))
-        promoted_locally = _promote_in_database(db, chosen.name, chosen.version)
+        gate = {"corrections": corrections, "shared": shared, "sources": sources, "tolerance": tolerance,
+                "force": force}
+        promoted_locally = _promote_in_database(db, chosen.name, chosen.version, gate)
         if not (promoted_locally or in_azure):
             raise ValueError(
                 f"{chosen} is not in the models table of the database; register it (cellpipe model "
@@ -248,25 +265,75 @@ def promote_command(
             )
         if in_azure:
             console.print(f"{open_backend(sdk, ref).promote_model(chosen)} is now the default in the workspace")
+    except PromotionRefused as error:
+        console.print(f"[red]not promoted:[/red] {error}")
+        raise typer.Exit(1) from None
     except _errors() as error:
         raise _fail(error) from error
     if promoted_locally:
         console.print(f"{chosen} is now the default model of the nightly batch")
 
 
-def _promote_in_database(db_url: Optional[str], name: str, version: str) -> bool:
-    """Make (name, version) the database's default model; return False when it is not there."""
-    from cellpipe.db import get_model, open_database, set_default_model
+def _promote_in_database(db_url: Optional[str], name: str, version: str, gate: dict) -> bool:
+    """Make (name, version) the database's default model once it passed the gate; False when it is not there."""
+    from cellpipe.db import get_default_model, get_model, open_database, set_default_model
+    from cellpipe.db.registry import record_promotion as record_in_database
     from cellpipe.settings import Settings
 
     engine = open_database(Settings.load({"db_url": db_url}).db_url)
     try:
         found = get_model(engine, name, version)
-        if found is not None:
-            set_default_model(engine, found.id)
-        return found is not None
+        if found is None:
+            return False
+        current = get_default_model(engine)
+        if current is not None and current.id == found.id:
+            return True
+        entry = _promotion_gate(found.location, current.location if current is not None else None, **gate)
+        set_default_model(engine, found.id)
+        record_in_database(engine, found.id, entry)
+        return True
     finally:
         engine.dispose()
+
+
+def _promotion_gate(candidate: str, current: Optional[str], *, corrections: Optional[Path], shared: Path,
+                    sources: Optional[List[str]], tolerance: float, force: bool) -> dict:
+    """Return the record of a promotion the comparison allows (or --force); raise PromotionRefused otherwise."""
+    from cellpipe.promotion import (
+        PromotionRefused,
+        check_promotion,
+        held_out_corrections,
+        promotion_entry,
+        record_promotion,
+    )
+    from cellpipe.shipped import model_file
+    from cellpipe.unet.mix import default_sources
+
+    missing = [str(model_file(path)) for path in (candidate, current) if not model_file(path).is_file()]
+    if missing:
+        reason = f"cannot compare: no model file at {', '.join(missing)}"
+        if not force:
+            raise PromotionRefused(f"{reason}; download it (cellpipe model download) or promote it with --force")
+        console.print(f"[yellow]{reason}; promoted anyway (--force, recorded)[/yellow]")
+        return promotion_entry(None, forced=True, reason=reason)
+    files = sorted(corrections.glob("*.json")) if corrections else held_out_corrections(candidate)
+    validation = [source for source in default_sources(shared) if sources is None or source.name in sources]
+    if not shared.is_dir():
+        validation = [source for source in validation if source.root is None]  # the synthetic ones need no files
+    check = check_promotion(candidate, current, corrections=files, sources=validation, tolerance=tolerance)
+    table = Table("set", "images", "candidate F1", "V_rand", "current F1", "V_rand", "change")
+    for score in check.sets:
+        table.add_row(score.name, str(score.n_images), f"{score.candidate['f1']:.3f}",
+                      f"{score.candidate['v_rand']:.3f}", f"{score.current['f1']:.3f}",
+                      f"{score.current['v_rand']:.3f}", f"{score.change:+.3f}")
+    console.print(table)
+    worse = ", ".join(f"{score.name} ({score.change:+.3f})" for score in check.worse)
+    if worse and not force:
+        raise PromotionRefused(f"{check.candidate} is worse than {check.current} beyond the tolerance of "
+                               f"{tolerance} on {worse}; --force promotes it anyway (recorded)")
+    entry = promotion_entry(check, forced=bool(worse), reason=f"--force although worse on {worse}" if worse else "")
+    record_promotion(candidate, entry)
+    return entry
 
 
 @model_app.command("download")

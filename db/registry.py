@@ -96,6 +96,15 @@ def set_default_model(bind: Bind, model_id: int) -> None:
         _set_default(connection, model_id)
 
 
+def record_promotion(bind: Bind, model_id: int, entry: Mapping[str, Any]) -> None:
+    """Append ``entry`` (when, forced or not, the comparison) to the model's ``metrics["promotions"]``."""
+    with write_transaction(bind) as connection:
+        metrics = connection.execute(select(Model.metrics).where(Model.id == model_id)).scalar_one()
+        promotions = [*(metrics or {}).get("promotions", []), canonical(dict(entry))]
+        connection.execute(update(Model).where(Model.id == model_id)
+                           .values(metrics={**(metrics or {}), "promotions": promotions}))
+
+
 def get_default_model(bind: Bind) -> Model | None:
     """Return the default model, or None when no model is the default."""
     with _session(bind) as session:

@@ -96,9 +96,13 @@ def test_promote_makes_a_model_of_the_database_the_batch_default(tmp_path):
     url = f"sqlite:///{tmp_path / 'cells.sqlite'}"
     engine = open_database(url)
     register_model(engine, "cellpipe-unet", "3", file_hash="b" * 64, location="/models/3/model.keras")
-    result = cellpipe("model", "promote", "cellpipe-unet:3", "--db", url)
+    # Its file is not here, so it cannot be compared with the default (tests/test_promote.py): --force.
+    refused = cellpipe("model", "promote", "cellpipe-unet:3", "--db", url)
+    assert refused.exit_code == 1 and get_default_model(engine) is None
+    result = cellpipe("model", "promote", "cellpipe-unet:3", "--db", url, "--force")
     assert result.exit_code == 0, result.output
     assert (get_default_model(engine).name, get_default_model(engine).version) == ("cellpipe-unet", "3")
+    assert get_default_model(engine).metrics["promotions"][0]["forced"] is True
 
 
 def test_promote_of_a_model_nowhere_fails_and_changes_nothing(tmp_path):
