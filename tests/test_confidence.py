@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 from tiny_model import model_copy
+from typer.testing import CliRunner
+
+from cellpipe.cli import app
+from cellpipe.cli import commands_segment  # noqa: F401  (registers the command)
 
 from cellpipe.confidence import (
     FEATURES,
@@ -18,6 +23,7 @@ from cellpipe.confidence import (
     roc_auc,
     write_calibrated_card,
 )
+from cellpipe.io import write_png
 from cellpipe.matching import best_iou
 from cellpipe.pipeline import CellSegmenter
 from cellpipe.segment import SegmentParams, segment_edges
@@ -141,3 +147,15 @@ def test_the_pipeline_gives_every_cell_a_confidence_from_the_card_when_it_has_a_
     np.testing.assert_allclose(calibrated.cells["confidence"], PLAUSIBLE(features))
     assert calibrated.cells["confidence"].tolist() != plain.cells["confidence"].tolist()
     assert json.loads(calibrated_model.with_suffix(".json").read_text())["confidence"]["roc_auc"] == {"tissue": 0.9}
+
+
+def test_cellpipe_segment_writes_each_cells_confidence_in_its_csv(tiny_model, tmp_path):
+    image = synthetic_cells((128, 128), kind="tissue", seed=8, mean_cell_diameter=20).image
+    write_png(tmp_path / "in" / "tissue.png", image)
+    result = CliRunner().invoke(app, ["segment", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+                                      "--model", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "out" / "tissue_cells.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) > 5
+    assert all(0.0 <= float(row["confidence"]) <= 1.0 for row in rows)
