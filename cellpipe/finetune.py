@@ -33,7 +33,7 @@ from cellpipe.metrics import evaluate_pair
 from cellpipe.pipeline import CellSegmenter, file_sha256
 from cellpipe.preprocess import guess_invert
 from cellpipe.shipped import model_file
-from cellpipe.unet import EdgePredictor, UNetConfig, load_model
+from cellpipe.unet import EdgePredictor, UNetConfig, fold_batch_norm, load_model, save_model
 from cellpipe.unet.data import list_pairs, load_pair, natural_key
 from cellpipe.unet.train import Progress, TrainConfig, evaluate, train
 
@@ -171,10 +171,14 @@ def finetune(config: FinetuneConfig, *, on_progress: Callable[[str], None] | Non
         before = score_corrections(parent, held_files) if held_files else {}
         report(f"parent {parent.name}: held-out F1 {before.get('f1')}, V_rand {before.get('v_rand')}, "
                f"loss {loss_before and loss_before['loss']}")
+        # Batch norm is folded into the convolutions first: a few crops of a few images per
+        # step would otherwise drag the statistics the parent learned on all its data to
+        # theirs (the held-out loss rises as the training loss falls). Same predictions.
+        start = save_model(fold_batch_norm(parent_model), parent_card, Path(scratch) / "parent.keras")
         epochs = max(1, config.max_steps // config.steps)
         result = train(
             TrainConfig(data_dir=train_dir, out=Path(config.out), val_dir=val_dir if held_files else None,
-                        val_fraction=0.0, init_from=parent, epochs=epochs, steps=config.steps,
+                        val_fraction=0.0, init_from=start, epochs=epochs, steps=config.steps,
                         batch_size=config.batch_size, crop=config.crop, learning_rate=config.learning_rate,
                         patience=epochs, max_minutes=config.max_minutes, seed=config.seed, invert=invert,
                         command=config.command),

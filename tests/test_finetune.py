@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import pytest
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from cellpipe.finetune import FinetuneConfig, finetune, split_corrections
 from cellpipe.labelme import labelme_document, labels_to_shapes, png_bytes, write_labelme
 from cellpipe.pipeline import CellSegmenter, file_sha256
 from cellpipe.synthetic import synthetic_cells
+from cellpipe.unet import ModelCard, UNetConfig, build_unet, load_model, save_model
 
 pytest_plugins = ["tiny_model"]
 runner = CliRunner()
@@ -73,3 +75,13 @@ def test_a_folder_without_labelme_files_is_refused_by_name(tiny_model, tmp_path)
                                  "--from", str(tiny_model)])
     assert result.exit_code == 2
     assert f"no Labelme files (*.json) in {tmp_path}" in result.output
+
+
+def test_a_batch_norm_parent_is_fine_tuned_with_its_batch_norm_folded(corrections, tmp_path):
+    keras.utils.set_random_seed(2)
+    parent = save_model(build_unet(UNetConfig(depth=2, base_filters=4, batch_norm=True)), ModelCard(dark_walls=True),
+                        tmp_path / "bn.keras")
+    result = finetune(tiny_run(corrections, tmp_path / "child.keras", parent, steps=2, max_steps=4))
+    child, card = load_model(result.model_path)
+    assert UNetConfig.of_model(child).batch_norm is False
+    assert card.training["unknown_card_fields"]["finetune"]["parent"]["sha256"] == file_sha256(parent)
