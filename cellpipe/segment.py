@@ -250,23 +250,16 @@ def _interior_markers(interior: np.ndarray, h: float, connectivity: int) -> np.n
     kernel = load_extension("_markers")
     squared_distance = np.zeros((height + 2, width + 2), dtype=np.int32)
     max_key = kernel.squared_distances(interior.view(np.uint8), squared_distance)
-    squared_distance = squared_distance.ravel()
-    if max_key <= 4 * squared_distance.size:
-        order = kernel.descending_order(squared_distance, max_key)
-    else:  # walls so sparse that counting would need too many bins
-        interior_pixels = np.flatnonzero(squared_distance)
-        order = interior_pixels[
-            np.argsort(-squared_distance[interior_pixels], kind="stable")
-        ].astype(np.int32)
-    markers = np.zeros((height + 2, width + 2), dtype=np.int32)
+    markers = np.zeros((height, width), dtype=np.int32)
     kernel.persistent_maxima(
         squared_distance,
-        order,
+        max_key,
         _neighbour_offsets(width + 2, connectivity),
+        connectivity,
         float(h),
-        markers.ravel(),
+        markers,
     )
-    return markers[1:-1, 1:-1].copy()
+    return markers
 
 
 @dataclass(frozen=True)
