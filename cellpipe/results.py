@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,7 +19,6 @@ import tifffile
 from PIL import Image
 
 from cellpipe import __version__
-from cellpipe.io import _write_atomically
 from cellpipe.overlay import overlay
 from cellpipe.units import ResolvedPixelSize, micrometre_columns
 
@@ -140,7 +140,34 @@ def result_files(
 
 
 def write_results(folder: str | os.PathLike[str], files: Mapping[str, bytes]) -> list[Path]:
-    """Write each file into ``folder`` atomically (temporary name, then rename); return paths."""
+    """Write ``files`` into ``folder``, each atomically; return their paths.
+
+    Every file is written under a temporary name, then all are renamed to their own
+    names, so that neither a reader nor a worker killed midway ever sees part of a file
+    under its name; the folder is then synced once, making the renames of all of them
+    durable with one ``fsync`` per call (per image in the batch), not one per file.
+    """
     folder = Path(folder)
-    return [_write_atomically(folder / name, lambda temporary, data=data: temporary.write_bytes(data))
-            for name, data in files.items()]
+    folder.mkdir(parents=True, exist_ok=True)
+    renames = [(folder / f".{name}.{uuid.uuid4().hex}.tmp", folder / name) for name in files]
+    try:
+        for (temporary, _), data in zip(renames, files.values()):
+            temporary.write_bytes(data)
+        for temporary, path in renames:
+            os.replace(temporary, path)
+    except BaseException:
+        for temporary, _ in renames:
+            temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(folder)
+    return [path for _, path in renames]
+
+
+def _sync_folder(folder: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: folders cannot be opened to be synced
+        return
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

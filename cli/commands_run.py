@@ -50,6 +50,9 @@ def run_command(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Process images recorded as failed again."),
     max_pixels: Optional[int] = options.MAX_PIXELS,
     pixel_size: Optional[float] = options.PIXEL_SIZE,
+    overlay: Optional[bool] = typer.Option(
+        None, "--overlay/--no-overlay", help="Also write <stem>_overlay.png per image (outlines and centroids). "
+        "Default: \\[cellpipe] overlay, else off; `cellpipe report` draws overlays from the labels."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON here."),
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error that ends the run."),
 ) -> None:
@@ -68,7 +71,7 @@ def run_command(
                                   "edge_threshold": edge_threshold, "min_area": min_area, "views": views,
                                   "marker_h": marker_h, "merge_threshold": merge_threshold,
                                   "cell_diameter": cell_diameter, "max_pixels": max_pixels,
-                                  "pixel_size": pixel_size})
+                                  "pixel_size": pixel_size, "overlay": overlay})
         request = BatchRequest(
             settings, date=date.date() if date else None, since=since.date() if since else None,
             until=until.date() if until else None, workers=workers, scheduler_url=scheduler_url,

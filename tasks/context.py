@@ -27,6 +27,7 @@ from cellpipe.pipeline import CellSegmenter, PipelineParams, file_sha256
 from cellpipe.results import write_results
 from cellpipe.settings import Settings, default_data_dir
 from cellpipe.shipped import model_file
+from cellpipe.tasks.read_ahead import ReadAhead
 from cellpipe.tasks.sources import Listing, SourceError, is_blob_uri, list_batch, storage_errors
 
 
@@ -241,11 +242,16 @@ class BatchContext:
         Receives every :class:`BatchEvent`.
     worker : int
         Number of this worker, for events.
+    read_ahead : bool
+        Segment the next image of the listing in the background while a task stores
+        its own (:mod:`cellpipe.tasks.read_ahead`); only for a worker that has the
+        scheduler to itself.
     """
 
     def __init__(self, settings: Settings, *, run_id: int | None = None, retry_failed: bool = False,
                  listings: Mapping[tuple[str, dt.date, bool], Listing] | None = None,
-                 emit: Callable[[BatchEvent], None] | None = None, worker: int = 0) -> None:
+                 emit: Callable[[BatchEvent], None] | None = None, worker: int = 0,
+                 read_ahead: bool = False) -> None:
         self.settings = settings
         self.run_id = run_id
         self.retry_failed = retry_failed
@@ -258,6 +264,7 @@ class BatchContext:
         self._model_ids: dict[str, int] = {}
         self._params: PipelineParams | None = None
         self.output = output_location(settings)
+        self.read_ahead = ReadAhead(self._segment, self._stored, max_pixels=settings.max_pixels, enabled=read_ahead)
         if is_blob_uri(settings.input) or is_blob_uri(self.output):
             from cellpipe.tasks.blob_target import use_settings
 
@@ -331,6 +338,19 @@ class BatchContext:
                                  data={"pid": os.getpid(), "model": key}))
         return _SEGMENTERS[key].with_params(PipelineParams.from_dict(parameters))
 
+    def _segment(self, parameters: Mapping[str, Any], image) -> Any:
+        return self.segmenter(parameters)(image)
+
+    def _stored(self, content_hashes, parameters: Mapping[str, Any]) -> set[str]:
+        # The images among ``content_hashes`` whose task is complete (ProcessImage.complete).
+        from cellpipe.db import parameter_hash
+        from cellpipe.tasks.state import image_states
+
+        states = image_states(self.engine, content_hashes, self.model_id(self.model.sha256),
+                              parameter_hash(parameters))
+        return {content_hash for content_hash, state in states.items()
+                if state.segmented or (state.status == "failed" and not self.retry_failed)}
+
     def task_resources(self) -> dict[str, int]:
         """Return the Luigi resources a segmentation takes here: one ``gpu`` when on a GPU."""
         if "tensorflow" not in sys.modules or not _SEGMENTERS:
@@ -371,6 +391,7 @@ class BatchContext:
 
     def close(self) -> None:
         """Release the database connections and the blob stores of this context."""
+        self.read_ahead.close()
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None

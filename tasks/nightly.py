@@ -45,6 +45,12 @@ class ProcessImage(luigi.Task):
     name = luigi.Parameter(significant=False, description="path relative to the input")
     size_bytes = luigi.IntParameter(significant=False)
     batch_date = luigi.DateParameter(significant=False)
+    position = luigi.IntParameter(default=0, significant=False, description="place in the batch's listing")
+
+    @property
+    def priority(self) -> int:
+        # Tasks run in listing order, so that a worker reading ahead reads the next one.
+        return -self.position
 
     @property
     def resources(self) -> dict[str, int]:
@@ -98,6 +104,7 @@ class NightlyBatch(luigi.WrapperTask):
         context = current()
         identity = context.identity
         listing = context.listing(self.input or context.settings.input, self.date, self.dated)
+        context.read_ahead.plan(listing.images)
         return [
             ProcessImage(
                 content_hash=ref.content_hash,
@@ -105,8 +112,9 @@ class NightlyBatch(luigi.WrapperTask):
                 model_sha256=self.model_sha256 or identity.model_sha256,
                 parameters=self.parameters or identity.parameters,
                 source=ref.uri, name=ref.name, size_bytes=ref.size_bytes, batch_date=ref.batch_date,
+                position=position,
             )
-            for ref in listing.images
+            for position, ref in enumerate(listing.images)
         ]
 
     @classmethod

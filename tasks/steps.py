@@ -15,9 +15,11 @@ decides what happens to an image that cannot be processed:
   same image, model and parameters → outcome ``claimed``: left to it
   (:mod:`cellpipe.db.claims`), so that each image is segmented once.
 
-Results are written before the database row that points to them, each file atomically,
-and the cells of one image are stored in one transaction: a worker killed at any
-moment leaves either no segmentation or a complete one.
+Results are written before the database row that points to them, each file atomically
+(the overlay PNG only with the ``overlay`` setting), and the cells of one image are stored
+in one transaction: a worker killed at any moment leaves either no segmentation or a
+complete one. A worker alone on its scheduler reads ahead (:mod:`cellpipe.tasks.read_ahead`):
+the next image is read, decoded and segmented while this one is measured and stored.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ from cellpipe.db import (
     release_claim,
     store_segmentation,
 )
-from cellpipe.io import ImageReadError, image_info, read_image
+from cellpipe.io import ImageReadError, image_info
 from cellpipe.quality import cells_and_quality
 from cellpipe.results import result_files
 from cellpipe.tasks.context import BatchContext
 from cellpipe.tasks.retry import is_transient, retrying
-from cellpipe.tasks.sources import ImageRef, read_source
+from cellpipe.tasks.sources import ImageRef
 from cellpipe.units import ResolvedPixelSize, read_pixel_size, resolve_pixel_size
 
 
@@ -105,15 +107,16 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
     parameters = dict(parameters)
     timings: dict[str, float] = {}
 
+    prepared = context.read_ahead.take(ref, parameters)  # read ahead, or read now
     try:
-        data = retrying(read_source, service="storage")(ref.uri)
+        data = prepared.data()
     except FileNotFoundError:
         return ImageOutcome(ref, "changed", reason=f"{ref.name} disappeared since the batch was listed")
     if hashlib.sha256(data).hexdigest() != ref.content_hash:
         return ImageOutcome(ref, "changed", reason=f"{ref.name} changed since the batch was listed; "
                                                   "the next run takes its new content")
     try:
-        image = read_image(data, name=ref.name, max_pixels=context.settings.max_pixels)
+        image = prepared.image()
     except ImageReadError as error:
         return _failed(engine, ref, _register(engine, ref), str(error), started)
     info = image_info(image)
@@ -135,7 +138,7 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
         return ImageOutcome(ref, "already_stored", seconds=time.perf_counter() - started)
 
     try:
-        result = context.segmenter(parameters)(image)
+        result = prepared.result()
     except Exception as error:  # noqa: BLE001 - any image-specific failure is recorded, the batch goes on
         if is_transient(error):
             raise
@@ -144,13 +147,15 @@ def process_image(context: BatchContext, ref: ImageRef, model_sha256: str,
         retrying(release_claim)(engine, *key)
         return outcome
     timings.update(result.timings)
+    context.read_ahead.after(ref, parameters)  # the next image is segmented while this one is stored
     measured = time.perf_counter()
     cells, quality = cells_and_quality(result.labels, result.cells)
     timings["quality"] = time.perf_counter() - measured
 
     written = time.perf_counter()
     label_uri = context.write_results(ref.batch_date, result_files(ref.stem, image, result.labels, cells,
-                                                                   with_overlay=True, pixel_size_um=pixel_size.um))
+                                                                   with_overlay=context.settings.overlay,
+                                                                   pixel_size_um=pixel_size.um))
     timings["write"] = time.perf_counter() - written
     # The scale is stored with the result but is not part of its key: the key is what was asked for.
     retrying(store_segmentation)(engine, image_id, model_id, parameters, cells,

@@ -95,8 +95,10 @@ def worker_main(spec: WorkerSpec, emit: Callable[[BatchEvent], None]) -> WorkerR
         emit(event)
 
     loads_before = model_loads()
+    # A worker alone on its (local) scheduler knows which image comes next: it reads ahead.
     context = BatchContext(spec.settings, run_id=spec.run_id, retry_failed=spec.retry_failed,
-                           listings=spec.listings, emit=forward, worker=spec.worker)
+                           listings=spec.listings, emit=forward, worker=spec.worker,
+                           read_ahead=spec.scheduler_url is None)
     with activated(context):
         if spec.load_model:
             # Before scheduling: the model loads once in this process, and the tasks'

@@ -115,6 +115,37 @@ def test_result_files_are_written_by_batch_date_and_named_in_the_database(tmp_pa
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
 
+def test_the_overlay_is_written_only_with_the_overlay_setting(tmp_path, tiny_model, samples):
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 2)
+    run_batch(BatchRequest(settings_for(tmp_path, tiny_model), date=DAY))
+    assert not list((tmp_path / "results").rglob("*_overlay.png"))
+    run_batch(BatchRequest(settings_for(tmp_path / "with", tiny_model, input=str(tmp_path / "input"), overlay=True),
+                           date=DAY))
+    assert len(list((tmp_path / "with" / "results").rglob("*_overlay.png"))) == 2
+
+
+@pytest.mark.parametrize("configured, environment, flag, expected", [
+    (None, None, None, False), ("true", None, None, True), ("yes", "0", None, False), ("off", None, True, True)])
+def test_the_overlay_setting_reads_luigi_cfg_then_the_environment_then_the_flag(tmp_path, configured, environment,
+                                                                               flag, expected):
+    config = tmp_path / "luigi.cfg"
+    config.write_text("[cellpipe]\n" + (f"overlay = {configured}\n" if configured else ""))
+    environ = {"CELLPIPE_OVERLAY": environment} if environment else {}
+    assert Settings.load({"overlay": flag}, config_path=config, environ=environ).overlay is expected
+
+
+def test_reading_ahead_stores_the_cells_of_a_run_without_it(tmp_path, tiny_model, samples, monkeypatch):
+    from cellpipe.tasks.read_ahead import ReadAhead
+
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 5)
+    ahead = settings_for(tmp_path / "ahead", tiny_model, input=str(tmp_path / "input"))
+    assert run_batch(BatchRequest(ahead, date=DAY)).counts["stored"] == 5
+    monkeypatch.setattr(ReadAhead, "after", lambda self, ref, parameters: None)
+    plain = settings_for(tmp_path / "plain", tiny_model, input=str(tmp_path / "input"))
+    assert run_batch(BatchRequest(plain, date=DAY)).counts["stored"] == 5
+    assert cell_rows(ahead) == cell_rows(plain)
+
+
 def stored_parameters(settings: Settings) -> list[tuple[str, dict]]:
     return [(param_hash, json.loads(parameters) if isinstance(parameters, str) else parameters)
             for param_hash, parameters in query(settings, "SELECT param_hash, parameters FROM segmentations")]
@@ -210,11 +241,11 @@ def test_a_transient_database_error_is_retried_and_the_image_stored(tmp_path, ti
 
 def test_an_image_that_changed_since_it_was_listed_is_left_for_the_next_run(tmp_path, tiny_model, samples,
                                                                            monkeypatch):
-    import cellpipe.tasks.steps as steps
+    import cellpipe.tasks.read_ahead as read_ahead
 
     (image,) = copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 1)
     settings = settings_for(tmp_path, tiny_model)
-    monkeypatch.setattr(steps, "read_source", lambda uri: b"still being copied")
+    monkeypatch.setattr(read_ahead, "read_source", lambda uri: b"still being copied")
     report = run_batch(BatchRequest(settings, date=DAY))
     assert [(line.category, "changed" in line.reason) for line in report.images] == [("pending", True)]
     assert query(settings, "SELECT count(*) FROM images") == [(0,)]

@@ -2,8 +2,11 @@
 
 import csv
 import io
+import os
+import pathlib
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
@@ -60,3 +63,31 @@ def test_write_results_leaves_no_temporary_files(tmp_path):
     image, labels, cells = two_cells()
     paths = write_results(tmp_path / "out", result_files("a", image, labels, cells))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_write_results_syncs_the_folder_once_for_all_the_files(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda descriptor: synced.append(descriptor))
+    image, labels, cells = two_cells()
+    files = result_files("a", image, labels, cells, with_overlay=True)
+    write_results(tmp_path / "out", files)
+    assert len(files) == 3 and len(synced) == 1
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+
+
+def test_write_results_that_fail_midway_leave_no_file_under_a_final_name(tmp_path, monkeypatch):
+    written = []
+    real_write_bytes = pathlib.Path.write_bytes
+
+    def write_bytes(path, data):
+        if written:
+            raise OSError("disk full")
+        written.append(path)
+        return real_write_bytes(path, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", write_bytes)
+    image, labels, cells = two_cells()
+    with pytest.raises(OSError, match="disk full"):
+        write_results(tmp_path / "out", result_files("a", image, labels, cells))
+    assert list((tmp_path / "out").iterdir()) == []
