@@ -34,6 +34,10 @@ from cellpipe.tasks.state import image_states
 from cellpipe.tasks.steps import process_image
 
 
+#: Priority of the first image of a listing; each later one has one less.
+LISTING_PRIORITY = 10**9
+
+
 class ProcessImage(luigi.Task):
     """Segment one image and store its cells (see :func:`cellpipe.tasks.steps.process_image`)."""
 
@@ -50,7 +54,8 @@ class ProcessImage(luigi.Task):
     @property
     def priority(self) -> int:
         # Tasks run in listing order, so that a worker reading ahead reads the next one.
-        return -self.position
+        # Above 0: Luigi raises a task's priority to that of the tasks requiring it.
+        return LISTING_PRIORITY - self.position
 
     @property
     def resources(self) -> dict[str, int]:

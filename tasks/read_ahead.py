@@ -50,7 +50,8 @@ class Prepared:
         self._segmented = False
         self._result: CellResult | None = None
         self._result_error: BaseException | None = None
-        self._ahead: Future | None = None
+        self._read_ahead: Future | None = None
+        self._segmented_ahead: Future | None = None
 
     def read(self) -> "Prepared":
         """Read and decode the image (errors kept for :meth:`data` and :meth:`image`); return self."""
@@ -63,13 +64,14 @@ class Prepared:
         return self
 
     def read_ahead(self, executor: ThreadPoolExecutor) -> None:
-        """Read, decode and segment the image in ``executor``."""
-        self._ahead = executor.submit(self._read_and_segment)
+        """Read and decode, then segment, the image in ``executor``."""
+        self._read_ahead = executor.submit(self.read)
+        self._segmented_ahead = executor.submit(self._segment_if_decoded)
 
     def wait(self) -> "Prepared":
-        """Wait until what was started ahead is done; return self."""
-        if self._ahead is not None:
-            self._ahead.result()
+        """Wait until the image read ahead is read and decoded; return self."""
+        if self._read_ahead is not None:
+            self._read_ahead.result()
         return self
 
     def data(self) -> bytes:
@@ -86,14 +88,15 @@ class Prepared:
 
     def result(self) -> CellResult:
         """Return the image's segmentation (made now unless it was made ahead), or raise what it raised."""
+        if self._segmented_ahead is not None:
+            self._segmented_ahead.result()
         if not self._segmented:
             self._run_segmentation()
         if self._result_error is not None:
             raise self._result_error
         return self._result
 
-    def _read_and_segment(self) -> None:
-        self.read()
+    def _segment_if_decoded(self) -> None:
         if self._image is not None:
             self._run_segmentation()
 
