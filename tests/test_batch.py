@@ -146,6 +146,23 @@ def test_reading_ahead_stores_the_cells_of_a_run_without_it(tmp_path, tiny_model
     assert cell_rows(ahead) == cell_rows(plain)
 
 
+def test_tasks_run_in_listing_order_so_each_image_after_the_first_was_read_ahead(tmp_path, tiny_model, samples,
+                                                                                  monkeypatch):
+    from cellpipe.tasks.read_ahead import ReadAhead
+
+    taken = []
+    take = ReadAhead.take
+
+    def recording_take(self, ref, parameters):
+        taken.append(ref.content_hash in self._ahead)
+        return take(self, ref, parameters)
+
+    monkeypatch.setattr(ReadAhead, "take", recording_take)
+    copy_samples(samples, tmp_path / "input" / DAY.isoformat(), 5)
+    assert run_batch(BatchRequest(settings_for(tmp_path, tiny_model), date=DAY)).counts["stored"] == 5
+    assert taken == [False, True, True, True, True]
+
+
 def stored_parameters(settings: Settings) -> list[tuple[str, dict]]:
     return [(param_hash, json.loads(parameters) if isinstance(parameters, str) else parameters)
             for param_hash, parameters in query(settings, "SELECT param_hash, parameters FROM segmentations")]
