@@ -26,7 +26,10 @@ heap exactly while markers remain, then finishes with a bucket queue:
      left child on ties) is replayed on them: O(1) per pop while the heap's last slot
      holds a marker, one walk down the marker slots otherwise;
    - otherwise, the full binary heap is replayed, with inline integer keys, until the
-     last marker pops: at heap speed, only a few times faster than scikit-image.
+     last marker pops: at heap speed, only a few times faster than scikit-image. For
+     uint8 elevations of fewer than 2^26 pixels an item is one 64-bit word (key above
+     the pixel index, which comparisons shift away, so equal keys still tie): half the
+     memory, about 1.2 times faster than 16-byte items.
 
    Either replay stops as soon as every marker that touches a free pixel has popped:
    the remaining markers can push nothing.
@@ -215,6 +218,87 @@ cdef inline HeapItem heap_pop(Heap *heap) noexcept nogil:
     return top
 
 
+# The heap of uint8 elevations packs an item in 64 bits: its key (value << AGE_BITS | age)
+# above INDEX_BITS bits of pixel index, which comparisons shift away, so that markers of
+# one level still tie. Half the memory of a HeapItem, for the heaps of large images.
+cdef enum:
+    INDEX_BITS = 26
+    AGE_BITS = 30
+cdef uint64_t PACKED_INDEX_MASK = (1 << INDEX_BITS) - 1
+cdef uint64_t PACKED_AGE_MASK = (1 << AGE_BITS) - 1
+
+
+cdef struct PackedHeap:
+    uint64_t *items
+    Py_ssize_t size
+    Py_ssize_t capacity
+
+
+cdef inline int packed_push(PackedHeap *heap, uint64_t item) noexcept nogil:
+    # heap_push on packed items.
+    cdef Py_ssize_t child, parent
+    cdef uint64_t *grown
+    cdef uint64_t key = item >> INDEX_BITS
+    if heap.size == heap.capacity:
+        grown = <uint64_t *>realloc(heap.items, 2 * heap.capacity * sizeof(uint64_t))
+        if grown == NULL:
+            return -1
+        heap.items = grown
+        heap.capacity *= 2
+    child = heap.size
+    heap.size += 1
+    while child > 0:
+        parent = (child - 1) >> 1
+        if key < (heap.items[parent] >> INDEX_BITS):
+            heap.items[child] = heap.items[parent]
+            child = parent
+        else:
+            break
+    heap.items[child] = item
+    return 0
+
+
+cdef inline uint64_t packed_pop(PackedHeap *heap) noexcept nogil:
+    # heap_pop on packed items.
+    cdef uint64_t top = heap.items[0]
+    cdef uint64_t moving, moving_key, left_key, right_key
+    cdef Py_ssize_t i = 0, smallest, left, right, size
+    heap.size -= 1
+    size = heap.size
+    if size == 0:
+        return top
+    moving = heap.items[size]
+    moving_key = moving >> INDEX_BITS
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        right = left + 1
+        smallest = i
+        left_key = heap.items[left] >> INDEX_BITS
+        if left_key < moving_key:
+            smallest = left
+        if right < size:
+            right_key = heap.items[right] >> INDEX_BITS
+            if smallest == i:
+                if right_key < moving_key:
+                    smallest = right
+            elif right_key < left_key:
+                smallest = right
+        if smallest == i:
+            break
+        heap.items[i] = heap.items[smallest]
+        i = smallest
+    heap.items[i] = moving
+    return top
+
+
+cdef int compare_packed(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t ka = (<uint64_t *>a)[0]
+    cdef uint64_t kb = (<uint64_t *>b)[0]
+    return (ka > kb) - (ka < kb)
+
+
 cdef int compare_keys(const void *a, const void *b) noexcept nogil:
     cdef uint64_t ka = (<HeapItem *>a).key
     cdef uint64_t kb = (<HeapItem *>b).key
@@ -255,6 +339,7 @@ def flood(
     cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
     cdef Buckets buckets
     cdef Heap heap
+    cdef PackedHeap packed
 
     if n_offsets > 8:
         raise ValueError("at most 8 neighbour offsets are supported")
@@ -304,6 +389,19 @@ def flood(
                     free_level, labels, offset, n_offsets, markers, n_frontier,
                     lowest_marker_level, &buckets,
                 )
+        elif n_levels <= 256 and n_pixels <= PACKED_INDEX_MASK:
+            packed.capacity = n_markers + 1024
+            packed.size = 0
+            packed.items = <uint64_t *>malloc(packed.capacity * sizeof(uint64_t))
+            if packed.items == NULL:
+                raise MemoryError()
+            with nogil:
+                if _replay_packed_heap(
+                    free_level, labels, offset, n_offsets, markers, marker_levels,
+                    n_frontier, &packed, &buckets,
+                ):
+                    buckets.failed = 1
+            free(packed.items)
         else:
             heap.capacity = n_markers + 1024
             heap.size = 0
@@ -438,6 +536,58 @@ cdef int _replay_heap(
     for i in range(heap.size):
         if heap.items[i].key & AGE_MASK:
             bucket_push(buckets, heap.items[i].key >> 32, heap.items[i].index)
+    return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef int _replay_packed_heap(
+    avail_t[::1] free_level,
+    label_t[::1] labels,
+    Py_ssize_t *offset,
+    Py_ssize_t n_offsets,
+    int32_t[::1] markers,
+    int32_t[::1] marker_levels,
+    Py_ssize_t n_frontier,
+    PackedHeap *heap,
+    Buckets *buckets,
+) noexcept nogil:
+    # _replay_heap on packed items (uint8 elevations, fewer than 2^INDEX_BITS pixels).
+    cdef Py_ssize_t i, k, p, q
+    cdef uint64_t item, key, value, level, age = 1
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
+    cdef label_t label
+    for i in range(markers.shape[0]):
+        item = (((<uint64_t>marker_levels[i]) << AGE_BITS) << INDEX_BITS) | <uint64_t>markers[i]
+        if packed_push(heap, item):
+            return -1
+    while n_frontier > 0:
+        item = packed_pop(heap)
+        p = <Py_ssize_t>(item & PACKED_INDEX_MASK)
+        key = item >> INDEX_BITS
+        if (key & PACKED_AGE_MASK) == 0:
+            if free_level[p] != frontier:
+                continue
+            n_frontier -= 1
+        value = key >> AGE_BITS
+        label = labels[p]
+        for k in range(n_offsets):
+            q = p + offset[k]
+            level = free_level[q]
+            if level < frontier:
+                free_level[q] = blocked
+                labels[q] = label
+                age += 1
+                if level < value:
+                    level = value
+                if packed_push(heap, (((level << AGE_BITS) | age) << INDEX_BITS) | <uint64_t>q):
+                    return -1
+    # The rest pops in key order (distinct keys); markers left can push nothing.
+    qsort(heap.items, heap.size, sizeof(uint64_t), compare_packed)
+    for i in range(heap.size):
+        key = heap.items[i] >> INDEX_BITS
+        if key & PACKED_AGE_MASK:
+            bucket_push(buckets, key >> AGE_BITS, <Py_ssize_t>(heap.items[i] & PACKED_INDEX_MASK))
     return 0
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage as ndi
 
-from cellpipe.segment import watershed
+from cellpipe.segment import cell_markers, quantise_edges, watershed
 
 MARKER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
 SMALL_EXAMPLES = settings(
@@ -209,3 +209,19 @@ def test_connectivity_other_than_1_or_2_is_rejected(connectivity):
 def test_non_integer_markers_are_rejected(dtype):
     with pytest.raises(TypeError, match="integer"):
         watershed(np.zeros((4, 4), np.uint8), np.zeros((4, 4), dtype))
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_labels_equal_skimage_when_cell_cores_keep_their_own_levels(connectivity):
+    # The general case at a size where the replayed heap holds thousands of markers and pixels.
+    rng = np.random.default_rng(5)
+    sites = np.ones((384, 448), dtype=bool)
+    sites.flat[rng.choice(sites.size, 120, replace=False)] = False
+    _, (rows, cols) = ndi.distance_transform_edt(sites, return_indices=True)
+    owner = rows * sites.shape[1] + cols
+    walls = np.zeros(sites.shape)
+    walls[:, 1:] += owner[:, 1:] != owner[:, :-1]
+    walls[1:, :] += owner[1:, :] != owner[:-1, :]
+    edges = np.clip(ndi.gaussian_filter(walls, 1.0) * 2.5 + rng.normal(0, 0.05, walls.shape), 0, 1)
+    markers = cell_markers(edges)
+    assert_same_as_skimage(quantise_edges(edges, 0.5), markers, connectivity=connectivity)
