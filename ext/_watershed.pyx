@@ -32,7 +32,9 @@ heap exactly while markers remain, then finishes with a bucket queue:
      memory, about 1.2 times faster than 16-byte items.
 
    Either replay stops as soon as every marker that touches a free pixel has popped:
-   the remaining markers can push nothing.
+   the remaining markers can push nothing. In the full replay a marker also leaves
+   the frontier when its last free neighbour is labelled by another, so the replay ends
+   once the markers still to pop are all enclosed, not when the highest one pops.
 2. Flood phase: every key left or pushed later is distinct and every later push has a
    larger age, so one FIFO per grey level (a list of chunks) pops them in exactly
    the heap's ``(value, age)`` order, at O(1) per pixel.
@@ -491,6 +493,29 @@ cdef void _replay_tied_markers(
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef inline Py_ssize_t _enclose(
+    avail_t[::1] free_level, Py_ssize_t q, Py_ssize_t *offset, Py_ssize_t n_offsets,
+) noexcept nogil:
+    # ``q`` was just labelled: a frontier marker beside it whose last free neighbour it
+    # was can push nothing any more, so it leaves the frontier (it is skipped when it
+    # pops, as it would have done nothing). Returns how many left.
+    cdef Py_ssize_t k, j, r, enclosed = 0
+    cdef avail_t blocked = blocked_sentinel(free_level), frontier = blocked - 1
+    for k in range(n_offsets):
+        r = q + offset[k]
+        if free_level[r] != frontier:
+            continue
+        for j in range(n_offsets):
+            if free_level[r + offset[j]] < frontier:
+                break
+        else:
+            free_level[r] = blocked
+            enclosed += 1
+    return enclosed
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef int _replay_heap(
     avail_t[::1] free_level,
     label_t[::1] labels,
@@ -518,6 +543,7 @@ cdef int _replay_heap(
             if free_level[p] != frontier:
                 continue
             n_frontier -= 1
+            free_level[p] = blocked  # off the frontier: _enclose must not count it again
         value = item.key >> 32
         label = labels[p]
         for k in range(n_offsets):
@@ -531,6 +557,7 @@ cdef int _replay_heap(
                     level = value
                 if heap_push(heap, (level << 32) | age, q):
                     return -1
+                n_frontier -= _enclose(free_level, q, offset, n_offsets)
     # The rest pops in key order; markers left can push nothing.
     qsort(heap.items, heap.size, sizeof(HeapItem), compare_keys)
     for i in range(heap.size):
@@ -569,6 +596,7 @@ cdef int _replay_packed_heap(
             if free_level[p] != frontier:
                 continue
             n_frontier -= 1
+            free_level[p] = blocked  # off the frontier: _enclose must not count it again
         value = key >> AGE_BITS
         label = labels[p]
         for k in range(n_offsets):
@@ -582,6 +610,7 @@ cdef int _replay_packed_heap(
                     level = value
                 if packed_push(heap, (((level << AGE_BITS) | age) << INDEX_BITS) | <uint64_t>q):
                     return -1
+                n_frontier -= _enclose(free_level, q, offset, n_offsets)
     # The rest pops in key order (distinct keys); markers left can push nothing.
     qsort(heap.items, heap.size, sizeof(uint64_t), compare_packed)
     for i in range(heap.size):
