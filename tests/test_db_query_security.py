@@ -53,9 +53,18 @@ def query(url: str, sql: str, *options: str):
 
 
 def cellpipe(*args: str, **popen) -> subprocess.Popen:
-    """Start the `cellpipe` command line as a new process."""
+    """Start the `cellpipe` command line as a new process, with the default signal handlers.
+
+    A shell that runs the tests in the background leaves SIGINT ignored, and the child
+    would inherit that (cellpipe keeps an ignored signal ignored, as nohup asks).
+    """
     return subprocess.Popen([sys.executable, "-m", "cellpipe.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals, **popen)
+
+
+def _default_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def admin_conninfo(database: str | None = None) -> str:
