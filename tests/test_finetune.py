@@ -84,4 +84,4 @@ def test_a_batch_norm_parent_is_fine_tuned_with_its_batch_norm_folded(correction
     result = finetune(tiny_run(corrections, tmp_path / "child.keras", parent, steps=2, max_steps=4))
     child, card = load_model(result.model_path)
     assert UNetConfig.of_model(child).batch_norm is False
-    assert card.training["unknown_card_fields"]["finetune"]["parent"]["sha256"] == file_sha256(parent)
+    assert card.finetune["parent"]["sha256"] == file_sha256(parent)

@@ -101,6 +101,16 @@ def test_unet_classes_other_than_one_or_three_are_refused():
         UNetConfig(classes=2)
 
 
+def test_a_cards_finetune_record_and_promotions_round_trip_as_fields_of_their_own():
+    from cellpipe.unet.model import ModelCard
+
+    stored = {"finetune": {"corrections": {"held_out": ["a.json"]}}, "promotions": [{"forced": True}]}
+    card = ModelCard.from_dict(stored)
+    assert card.finetune == stored["finetune"] and card.promotions == stored["promotions"]
+    assert "unknown_card_fields" not in card.training
+    assert ModelCard.from_dict(card.as_dict()).as_dict() == card.as_dict()
+
+
 def test_an_old_card_without_classes_reads_as_an_edge_model():
     from cellpipe.unet import ModelCard
 

@@ -287,6 +287,12 @@ class ModelCard:
         ``benchmarks/bench_confidence.py --write``. Empty: an uncalibrated score.
     training : dict
         Training data, held-out ids, exact command, steps, epochs, wall time, seed, ...
+    finetune : dict
+        For a model made by ``cellpipe model finetune``: the corrections it was tuned on
+        and the before/after scores on the held-out ones (:mod:`cellpipe.finetune`).
+    promotions : list of dict
+        Each ``cellpipe model promote`` of this model: when, forced or not, the comparison
+        (:mod:`cellpipe.promotion`).
     metrics : dict
         Held-out metrics measured at the end of training (BCE, Dice, pixel accuracy, ...).
     description : str
@@ -306,6 +312,8 @@ class ModelCard:
     postprocessing_tuned_on: dict[str, Any] = field(default_factory=dict)
     confidence: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    promotions: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     created: str = ""
