@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from cellpipe.scale import (
     Measured,
     ScaleChoice,
     best_pass,
-    diameter_of_labels,
     labels_to_shape,
     maps_to_shape,
     resample,
@@ -320,11 +318,8 @@ class CellSegmenter:
             def measure(factor: float) -> Measured:
                 maps = self._maps(network_input, factor, timings)
                 labels, background, edges = self._labels(maps, factor, image.shape, timings)
-                areas = np.bincount(labels.ravel())[1:]
-                cells = int(np.count_nonzero(areas >= self.params.segment.min_area))
-                diameter = diameter_of_labels(labels, min_area=self.params.segment.min_area)
                 results[factor] = (maps, labels, background, edges)
-                return Measured(factor, diameter, cells)
+                return Measured.of_labels(factor, labels, min_area=self.params.segment.min_area)
 
             passes = search_scale(measure, training_diameter, min(image.shape), strategy=self.params.scale_search,
                                   probes=self.params.scale_probes, max_passes=MAX_SCALE_PASSES)

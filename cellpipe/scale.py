@@ -114,6 +114,12 @@ class Measured:
             return math.inf
         return abs(math.log(self.diameter * self.factor / training_diameter))
 
+    @classmethod
+    def of_labels(cls, factor: float, labels: np.ndarray, *, min_area: int = 8) -> "Measured":
+        """Return what a pass at ``factor`` found in ``labels``: :func:`diameter_of_labels` and the cells it counts."""
+        areas = _cell_areas(labels, min_area)
+        return cls(factor, _median_diameter(areas), int(areas.size))
+
     @property
     def trusted(self) -> bool:
         """Whether enough cells were found for their median to mean something."""
@@ -282,8 +288,15 @@ def diameter_of_labels(labels: np.ndarray, *, min_area: int = 8) -> float | None
     >>> round(diameter_of_labels(labels), 1)
     22.6
     """
+    return _median_diameter(_cell_areas(labels, min_area))
+
+
+def _cell_areas(labels: np.ndarray, min_area: int) -> np.ndarray:
     areas = np.bincount(np.asarray(labels).ravel().astype(np.int64))[1:]
-    areas = areas[areas >= min_area]
+    return areas[areas >= min_area]
+
+
+def _median_diameter(areas: np.ndarray) -> float | None:
     if areas.size == 0:
         return None
     return math.sqrt(4.0 * float(np.median(areas)) / math.pi)

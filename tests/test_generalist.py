@@ -213,6 +213,16 @@ def _shipped():
     return _SEGMENTER["default"]
 
 
+def test_a_pass_is_measured_on_the_cells_at_least_min_area_large():
+    from cellpipe.scale import Measured
+
+    labels = np.zeros((40, 40), np.int32)
+    labels[:20, :20], labels[20:, 20:], labels[0, 39] = 1, 2, 3  # two 400 px cells and a 1 px speck
+    measured = Measured.of_labels(0.5, labels, min_area=8)
+    assert measured == Measured(0.5, diameter_of_labels(labels, min_area=8), 2)
+    assert Measured.of_labels(1.0, np.zeros((8, 8), np.int32)) == Measured(1.0, None, 0)
+
+
 def _model_seeing(true_diameter: float, side: int, training: float = 28.0):
     """A stand-in network pass that fails as a real model does far off its size."""
     from cellpipe.scale import Measured
